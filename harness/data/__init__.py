@@ -1,0 +1,11 @@
+"""Personalization data: records, loaders (LongLaMP, offline corpora, custom JSONL), splits, retrieval, prompts."""
+from .records import DataError, Example, ProfileItem
+from .registry import dataset_names, load_examples
+from .splits import Split, assert_not_used_for_ranking, split_discovery_evaluation
+from .retrieval import select_profile
+from .prompts import Prompt, build_prompt
+
+__all__ = [
+    "DataError", "Example", "ProfileItem", "dataset_names", "load_examples", "Split",
+    "split_discovery_evaluation", "assert_not_used_for_ranking", "select_profile", "Prompt", "build_prompt",
+]

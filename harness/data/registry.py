@@ -1,0 +1,63 @@
+"""One entry point for every dataset name: offline corpora, LongLaMP configs, or a path to custom JSON/JSONL."""
+from __future__ import annotations
+
+import logging
+import random
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from .corpora import load_conventions2012, load_debates2016
+from .longlamp import CONFIGS, load_longlamp, load_longlamp_file
+from .records import DataError, Example
+
+log = logging.getLogger(__name__)
+
+CORPORA: dict[str, Callable[[], list[Example]]] = {
+    "debates2016": load_debates2016,
+    "conventions2012": load_conventions2012,
+}
+CORPUS_SPLITS = ("train",)  # the offline corpora are one split; use splits.py for discovery/evaluation
+
+
+@lru_cache(maxsize=None)
+def _corpus(name: str) -> tuple[Example, ...]:
+    """A corpus built once per process (records are frozen, so sharing them is safe)."""
+    return tuple(CORPORA[name]())
+
+
+def dataset_names() -> list[str]:
+    """Every known dataset name (a .json/.jsonl path or a folder of split files is also accepted)."""
+    return [*CORPORA, *(f"longlamp:{config}" for config in CONFIGS)]
+
+
+def load_examples(name: str, split: str = "train", *, n: int | None = None, seed: int = 0) -> list[Example]:
+    """Examples of a named dataset split; n takes a seeded subset (kept in dataset order)."""
+    if name in CORPORA:
+        if split not in CORPUS_SPLITS:
+            raise DataError(f"{name} has only split 'train'; draw discovery/evaluation with harness.data.splits")
+        examples = list(_corpus(name))
+    elif name.startswith("longlamp:"):
+        examples = load_longlamp(name.split(":", 1)[1], split)
+    elif name.endswith((".json", ".jsonl")) or Path(name).is_dir():
+        examples = load_longlamp_file(name, split)
+    else:
+        raise DataError(
+            f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
+            "or a path to a .json/.jsonl file (or folder of <split>.jsonl) in LongLaMP's schema"
+        )
+    return subset(examples, n, seed=seed)
+
+
+def subset(examples: list[Example], n: int | None, *, seed: int = 0) -> list[Example]:
+    """A seeded subset of n examples in their original order; all of them when n is None or >= len."""
+    if n is None:
+        return examples
+    if n < 1:
+        raise DataError(f"n must be >= 1, got {n}")
+    if n >= len(examples):
+        if n > len(examples):
+            log.warning("asked for n=%d examples, dataset has %d: using all", n, len(examples))
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in keep]

@@ -1,0 +1,142 @@
+"""Heads as values: ``L12H3`` names head 3 of layer 12; a head set is a sorted, duplicate-free collection of them.
+
+Grammar (comma or whitespace separated): ``L12H3`` one head, ``L12H0-3`` heads 0..3 of layer 12, ``L2-4H1`` head 1
+of layers 2..4, ``L12H*`` every head of layer 12 (needs the model shape). Ranges are inclusive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from .arch import ModelShape
+
+_TOKEN = re.compile(r"^L(\d+)(?:-(\d+))?H(\*|\d+)(?:-(\d+))?$")
+
+
+@dataclass(frozen=True, order=True)
+class Head:
+    """One attention head, identified by (layer, head)."""
+
+    layer: int
+    head: int
+
+    def __str__(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Head":
+        heads = HeadSet.parse(text)
+        if len(heads) != 1:
+            raise ValueError(f"{text!r} names {len(heads)} heads, expected exactly one")
+        return heads.heads[0]
+
+
+class HeadSet:
+    """An immutable, sorted set of heads; printed and parsed as ``L0H1,L3H2``."""
+
+    __slots__ = ("heads",)
+
+    def __init__(self, heads: Iterable[Head | tuple[int, int] | str] = ()) -> None:
+        items: set[Head] = set()
+        for h in heads:
+            if isinstance(h, Head):
+                items.add(h)
+            elif isinstance(h, str):
+                items.update(HeadSet.parse(h).heads)
+            else:
+                layer, head = h
+                items.add(Head(int(layer), int(head)))
+        for h in items:
+            if h.layer < 0 or h.head < 0:
+                raise ValueError(f"negative index in head {h}")
+        self.heads: tuple[Head, ...] = tuple(sorted(items))
+
+    @classmethod
+    def parse(cls, text: str, shape: ModelShape | None = None) -> "HeadSet":
+        """Parse ``"L1H2, L3H0-2 L4H*"``; validated against ``shape`` when given (needed for ``H*``)."""
+        heads: list[Head] = []
+        for token in filter(None, re.split(r"[,\s]+", text.strip())):
+            m = _TOKEN.match(token.upper())
+            if not m:
+                raise ValueError(f"cannot parse head {token!r}: expected forms like L12H3, L12H0-3, L2-4H1, L12H*")
+            l0, l1, h0, h1 = m.groups()
+            layers = range(int(l0), int(l1 or l0) + 1)
+            if h0 == "*":
+                if shape is None:
+                    raise ValueError(f"{token!r} needs the model shape to expand H*")
+                head_ids: range = range(shape.n_heads)
+            else:
+                head_ids = range(int(h0), int(h1 or h0) + 1)
+            if not layers or not head_ids:
+                raise ValueError(f"empty range in head {token!r}")
+            heads.extend(Head(layer, h) for layer in layers for h in head_ids)
+        result = cls(heads)
+        if shape is not None:
+            result.validate(shape)
+        return result
+
+    def validate(self, shape: ModelShape) -> "HeadSet":
+        """Raise a ValueError naming the model's shape if any head does not exist in it."""
+        bad = [h for h in self.heads if h.layer >= shape.n_layers or h.head >= shape.n_heads]
+        if bad:
+            raise ValueError(
+                f"unknown head{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))}"
+                f"{' ...' if len(bad) > 5 else ''} for {shape} "
+                f"(valid: L0..L{shape.n_layers - 1}, H0..H{shape.n_heads - 1})"
+            )
+        return self
+
+    def by_layer(self) -> dict[int, tuple[int, ...]]:
+        """Head indices grouped by layer, layers ascending (the order a forward pass reaches them)."""
+        out: dict[int, list[int]] = {}
+        for h in self.heads:
+            out.setdefault(h.layer, []).append(h.head)
+        return {layer: tuple(hs) for layer, hs in out.items()}
+
+    def layer_counts(self) -> dict[int, int]:
+        """How many heads the set has in each layer (what a layer-matched random set must reproduce)."""
+        return {layer: len(hs) for layer, hs in self.by_layer().items()}
+
+    def __iter__(self) -> Iterator[Head]:
+        return iter(self.heads)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str):
+            item = Head.parse(item)
+        return item in set(self.heads)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HeadSet) and self.heads == other.heads
+
+    def __hash__(self) -> int:
+        return hash(self.heads)
+
+    def __or__(self, other: "HeadSet") -> "HeadSet":
+        return HeadSet(self.heads + other.heads)
+
+    def __and__(self, other: "HeadSet") -> "HeadSet":
+        return HeadSet(set(self.heads) & set(other.heads))
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.heads))
+
+    def __repr__(self) -> str:
+        return f"HeadSet({str(self)!r})"
+
+
+def all_heads(shape: ModelShape) -> HeadSet:
+    """Every head of the model, in (layer, head) order."""
+    return HeadSet((layer, h) for layer in range(shape.n_layers) for h in range(shape.n_heads))
+
+
+def as_headset(heads: "HeadSet | str | Iterable", shape: ModelShape | None = None) -> HeadSet:
+    """Coerce a string / iterable / HeadSet into a validated HeadSet."""
+    if isinstance(heads, str):
+        return HeadSet.parse(heads, shape)
+    hs = heads if isinstance(heads, HeadSet) else HeadSet(heads)
+    return hs.validate(shape) if shape is not None else hs

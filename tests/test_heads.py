@@ -1,0 +1,58 @@
+import pytest
+
+from harness.arch import ModelShape
+from harness.heads import Head, HeadSet, all_heads, as_headset
+
+SHAPE = ModelShape("toy", n_layers=30, n_heads=9, head_dim=64, n_kv_heads=3)
+
+
+def test_head_prints_and_parses_as_LxHy():
+    assert str(Head(12, 3)) == "L12H3"
+    assert Head.parse("l12h3") == Head(12, 3)
+
+
+def test_headset_is_sorted_and_deduplicated_and_round_trips():
+    hs = HeadSet.parse("L3H2, L1H0 L3H2,L1H0")
+    assert str(hs) == "L1H0,L3H2"
+    assert HeadSet.parse(str(hs)) == hs
+    assert len(hs) == 2 and "L3H2" in hs and Head(3, 1) not in hs
+
+
+def test_ranges_expand_inclusively():
+    assert str(HeadSet.parse("L2H0-2")) == "L2H0,L2H1,L2H2"
+    assert str(HeadSet.parse("L2-3H1")) == "L2H1,L3H1"
+    assert len(HeadSet.parse("L4H*", SHAPE)) == 9
+
+
+def test_star_needs_the_model_shape():
+    with pytest.raises(ValueError, match="needs the model shape"):
+        HeadSet.parse("L4H*")
+
+
+def test_unknown_head_error_names_the_model_shape():
+    with pytest.raises(ValueError) as e:
+        HeadSet.parse("L40H2", SHAPE)
+    msg = str(e.value)
+    assert "L40H2" in msg and "30 layers" in msg and "9 heads" in msg
+
+
+def test_head_index_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="L2H9"):
+        as_headset("L2H9", SHAPE)
+
+
+def test_garbage_is_rejected_with_the_token():
+    with pytest.raises(ValueError, match="'layer3'"):
+        HeadSet.parse("layer3")
+
+
+def test_by_layer_groups_in_forward_order_and_counts():
+    hs = HeadSet.parse("L5H1,L2H0,L5H0")
+    assert hs.by_layer() == {2: (0,), 5: (0, 1)}
+    assert hs.layer_counts() == {2: 1, 5: 2}
+
+
+def test_set_algebra_and_all_heads():
+    a, b = HeadSet.parse("L1H1,L2H2"), HeadSet.parse("L2H2,L3H3")
+    assert str(a | b) == "L1H1,L2H2,L3H3" and str(a & b) == "L2H2"
+    assert len(all_heads(SHAPE)) == 270

@@ -1,0 +1,99 @@
+"""Tests for harness.metrics: ROUGE, exact+stem METEOR, style similarity."""
+
+import numpy as np
+import pytest
+
+from harness import metrics
+
+
+def test_rouge_matches_hand_computed_f1():
+    # 3 of 3 predicted unigrams match, 3 of 6 reference unigrams covered: F1 = 2*1*0.5/1.5.
+    scores = metrics.rouge("the cat sat", "the cat sat on the mat")
+    assert scores == pytest.approx({"rouge1": 2 / 3, "rougeL": 2 / 3})
+
+
+def test_rouge_l_is_below_rouge_1_when_order_differs():
+    scores = metrics.rouge("mat the on sat cat the", "the cat sat on the mat")
+    assert scores["rouge1"] == pytest.approx(1.0)
+    assert scores["rougeL"] < 0.6
+
+
+def test_rouge_uses_the_stemmer():
+    assert metrics.rouge("cats running fast", "cat runs fast")["rouge1"] == pytest.approx(1.0)
+
+
+def test_rouge_of_empty_prediction_is_zero():
+    assert metrics.rouge("", "the cat sat") == {"rouge1": 0.0, "rougeL": 0.0}
+    assert metrics.rouge("   ", "the cat sat") == {"rouge1": 0.0, "rougeL": 0.0}
+
+
+def test_rouge_batch_scores_each_row_and_names_bad_rows():
+    rows = metrics.rouge_batch(["the cat sat", "dog"], ["the cat sat", "cat"])
+    assert rows == [{"rouge1": 1.0, "rougeL": 1.0}, {"rouge1": 0.0, "rougeL": 0.0}]
+    with pytest.raises(ValueError, match="predictions has 1 rows but references has 2"):
+        metrics.rouge_batch(["a"], ["a", "b"])
+    with pytest.raises(TypeError, match="row 1: prediction must be a str"):
+        metrics.rouge_batch(["a", None], ["a", "b"])
+
+
+def test_meteor_variant_is_exact_plus_stem():
+    assert metrics.METEOR_VARIANT == "exact+stem"
+
+
+def test_meteor_matches_hand_computed_stem_match():
+    # hyp "the cat runs" vs ref "the cat is running": 3 matches (runs~running by stem),
+    # P = 1, R = 3/4, Fmean = P*R / (0.9 P + 0.1 R); 2 chunks over 3 matches -> penalty 0.5 (2/3)^3.
+    p, r = 1.0, 0.75
+    fmean = p * r / (0.9 * p + 0.1 * r)
+    expected = fmean * (1 - 0.5 * (2 / 3) ** 3)
+    assert metrics.meteor("the cat runs", "the cat is running") == pytest.approx(expected)
+
+
+def test_meteor_has_no_synonym_matching():
+    # With WordNet "big"/"large" would match; the exact+stem variant must not.
+    assert metrics.meteor("big", "large") == 0.0
+
+
+def test_meteor_of_identical_text_is_near_one_and_empty_is_zero():
+    # One chunk over 6 matches: 1 - 0.5 * (1/6)^3.
+    assert metrics.meteor("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1 - 0.5 / 216)
+    assert metrics.meteor("", "the cat sat") == 0.0
+
+
+def test_score_examples_reports_the_meteor_variant():
+    rows = metrics.score_examples(["the cat sat"], ["the cat sat on the mat"])
+    assert rows[0]["meteor_variant"] == "exact+stem"
+    assert set(rows[0]) == {"rouge1", "rougeL", "meteor", "meteor_variant"}
+
+
+def test_sentence_embeddings_are_unit_norm_and_deterministic():
+    texts = ["The cat sat on the mat.", "Quarterly revenue rose by four percent."]
+    first = metrics.sentence_embeddings(texts)
+    second = metrics.sentence_embeddings(texts)
+    assert first.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_style_similarity_prefers_the_users_own_style():
+    cooking = ["I slow-roasted the tomatoes with garlic and basil.", "My sourdough needs a longer proof."]
+    finance = ["Bond yields climbed after the central bank meeting.", "Equities sold off into the close."]
+    text = "Tonight I braised short ribs in red wine with rosemary."
+    to_cooking, to_finance = metrics.style_similarity([text, text], [cooking, finance])
+    assert to_cooking > to_finance + 0.1
+
+
+def test_style_similarity_to_a_single_identical_item_is_one():
+    text = "Honestly, the sequel was better than the original."
+    assert metrics.style_similarity([text], [[text]])[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_style_similarity_of_empty_text_is_zero():
+    assert metrics.style_similarity([""], [["some profile text"]]) == [0.0]
+
+
+def test_style_similarity_rejects_bad_profiles():
+    with pytest.raises(ValueError, match=r"profile_texts\[0\] must be a non-empty list"):
+        metrics.style_similarity(["x"], [[]])
+    with pytest.raises(ValueError, match="texts has 2 rows but profile_texts has 1"):
+        metrics.style_similarity(["x", "y"], [["a"]])
