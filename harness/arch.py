@@ -106,6 +106,11 @@ def _walk(obj: Any, path: str) -> Any:
     return obj
 
 
+def block(model: Any, layer: int) -> Any:
+    """Transformer block ``layer`` (envoy or torch module)."""
+    return _walk(model, family_of(model.config).layers)[layer]
+
+
 def out_proj(model: Any, layer: int) -> Any:
     """The attention output projection of ``layer``: an nnsight envoy for an nnsight model, else the torch module."""
     family = family_of(model.config)

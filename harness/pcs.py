@@ -1,0 +1,183 @@
+"""Preference Contribution Score: how much the user's gold-output loss rises when one head is ablated.
+
+``PCS(h) = E_x[L(M without h; x) - L(M; x)]`` with the profile in the prompt; the *profile-contrast* PCS subtracts
+the same difference measured on the no-profile twin of the prompt, isolating what the head does with the profile.
+L is the mean token NLL of the gold output.
+
+Exact scores batch many heads into one forward (one head set per batch row) and reuse the clean computation below
+the first ablated layer: an ablation at layer l cannot change layers < l, so those blocks are skipped and fed their
+clean outputs. Attribution scores (AtP) approximate every head from one forward and one backward pass.
+Everything runs inside ``model.session(remote=...)``: one request per example remotely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import nnsight
+import torch
+
+from .ablation import Reference, ablate
+from .arch import block, out_proj, shape_of
+from .heads import Head, HeadSet, all_heads
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One tokenized scoring input: prompt ids followed by the gold target ids."""
+
+    ids: torch.Tensor  # [T] long
+    n_target: int  # the last n_target ids are the gold output
+
+    @property
+    def n_prompt(self) -> int:
+        return int(self.ids.shape[0]) - self.n_target
+
+
+def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64) -> Scored:
+    """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without adding special tokens."""
+    p = tokenizer(prompt, add_special_tokens=False).input_ids
+    t = tokenizer(target, add_special_tokens=False).input_ids[:max_target_tokens]
+    if not t:
+        raise ValueError("empty gold target: nothing to score")
+    if not p:
+        raise ValueError("empty prompt")
+    return Scored(torch.tensor(p + t, dtype=torch.long), len(t))
+
+
+def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
+    """Mean NLL of the last ``n_target`` tokens of ``ids`` under ``logits`` ([B, T, V]); one value per row."""
+    t = ids.shape[-1]
+    pred = logits[:, t - n_target - 1: t - 1]
+    pred = pred.to(torch.promote_types(pred.dtype, torch.float32)).log_softmax(-1)  # bf16/fp16 -> fp32, fp64 kept
+    gold = ids[..., t - n_target:].expand(pred.shape[0], -1)
+    return -pred.gather(-1, gold[..., None]).squeeze(-1).mean(-1)
+
+
+def _expand_rows(value: Any, rows: int) -> Any:
+    """Repeat a single-row block output (tensor or tuple whose first item is the hidden state) to ``rows`` rows."""
+    if isinstance(value, torch.Tensor):
+        return value.expand(rows, *value.shape[1:])
+    return (value[0].expand(rows, *value[0].shape[1:]),) + tuple(value[1:])
+
+
+def _chunks(heads: Sequence[Head], size: int) -> list[list[Head]]:
+    ordered = sorted(heads)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def head_effects(model: Any, item: Scored, heads: Sequence[Head] | HeadSet | None = None, *,
+                 mode: str = "zero", reference: Reference | None = None, batch_size: int | None = None,
+                 reuse_prefix: bool = True, remote: bool | str = False) -> tuple[float, torch.Tensor]:
+    """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
+
+    ``batch_size`` heads share a forward (default: one layer's heads); ``reuse_prefix`` skips the blocks below a
+    chunk's first ablated layer, feeding them their clean outputs.
+    """
+    shape = shape_of(model.config)
+    if heads is None:
+        heads = list(all_heads(shape))
+    else:
+        heads = [h if isinstance(h, Head) else Head(*h) for h in heads]
+        HeadSet(heads).validate(shape)
+    batch_size = batch_size or shape.n_heads
+    chunks = _chunks(heads, batch_size)
+    ids = item.ids[None]
+    n_target = item.n_target
+    deepest = max(c[0].layer for c in chunks) if reuse_prefix else 0
+    with model.session(remote=remote):
+        with model.trace(ids, use_cache=False):
+            clean_out = [block(model, k).output for k in range(deepest)]
+            clean = target_nll(model.output.logits, ids, n_target)
+        losses = []
+        for chunk in chunks:
+            rows = len(chunk)
+            first = chunk[0].layer if reuse_prefix else 0
+            with model.trace(ids.expand(rows, -1), use_cache=False):
+                for k in range(first):
+                    block(model, k).skip(_expand_rows(clean_out[k], rows))
+                ablate(model, [HeadSet([h]) for h in chunk], mode=mode, reference=reference)
+                losses.append(target_nll(model.output.logits, ids, n_target))
+        deltas = nnsight.save(torch.cat(losses) - clean)
+        clean_loss = nnsight.save(clean)
+    order = {h: i for i, h in enumerate(h for c in chunks for h in c)}
+    return float(clean_loss[0]), deltas[[order[h] for h in heads]].detach().cpu()
+
+
+def head_attributions(model: Any, item: Scored, *, mode: str = "zero", reference: Reference | None = None,
+                      remote: bool | str = False) -> tuple[float, torch.Tensor]:
+    """Attribution-patching estimate of every head's loss increase from one forward + one backward pass.
+
+    ``delta_h ~= sum_t (r_h,t - z_h,t) . dL/dz_h,t`` with z the head's slice of the output projection's input and r
+    its replacement (0, mean, resample). Weights are frozen (as on NDIF): the gradient comes from the activations,
+    marked ``requires_grad_(True)`` inside the trace (the first layer's; later ones then carry the graph). Returns ``(clean_loss, deltas[n_layers, n_heads])``.
+    """
+    shape = shape_of(model.config)
+    ids = item.ids[None]
+    with model.trace(ids, use_cache=False, remote=remote):
+        zs = []
+        for layer in range(shape.n_layers):
+            z = out_proj(model, layer).input
+            if not z.requires_grad:  # frozen weights: the first head activations start the graph
+                z.requires_grad_(True)
+            zs.append(z)
+        loss = target_nll(model.output.logits, ids, item.n_target)
+        grads = []
+        with loss.sum().backward():
+            for z in reversed(zs):
+                grads.append(z.grad)
+        est = []
+        for layer, (z, g) in enumerate(zip(zs, reversed(grads))):
+            r = torch.zeros_like(z) if mode == "zero" else reference.replacement(layer, z)
+            contrib = ((r - z.detach()) * g).reshape(z.shape[1], shape.n_heads, shape.head_dim)
+            est.append(contrib.sum(dim=(0, 2)))
+        deltas = nnsight.save(torch.stack(est))
+        clean_loss = nnsight.save(loss.detach())
+    return float(clean_loss[0]), deltas.detach().cpu()
+
+
+@dataclass
+class PCSScores:
+    """Per-example head effects with and without the profile; PCS and contrast PCS are their means."""
+
+    example_ids: list[str]
+    user_ids: list[str]
+    with_profile: torch.Tensor  # [n_examples, n_layers, n_heads] loss increase under ablation, profile in prompt
+    without_profile: torch.Tensor  # same on the no-profile twin
+    clean_with: torch.Tensor  # [n_examples] clean loss with profile
+    clean_without: torch.Tensor  # [n_examples]
+
+    @property
+    def pcs(self) -> torch.Tensor:
+        return self.with_profile.mean(0)
+
+    @property
+    def contrast(self) -> torch.Tensor:
+        """Per-example profile-contrast effects: effect with the profile minus effect without it."""
+        return self.with_profile - self.without_profile
+
+    @property
+    def contrast_pcs(self) -> torch.Tensor:
+        return self.contrast.mean(0)
+
+    @property
+    def profile_gain(self) -> torch.Tensor:
+        """How much the profile lowers the gold loss, per example (positive = the profile helps)."""
+        return self.clean_without - self.clean_with
+
+
+def top_heads(scores: torch.Tensor, k: int, *, exclude: HeadSet | None = None) -> HeadSet:
+    """The ``k`` heads with the largest score in a ``[n_layers, n_heads]`` map (ties broken by position)."""
+    flat = scores.flatten()
+    order = torch.argsort(flat, descending=True, stable=True)
+    n_heads = scores.shape[1]
+    chosen: list[Head] = []
+    for i in order.tolist():
+        h = Head(i // n_heads, i % n_heads)
+        if exclude is not None and h in exclude:
+            continue
+        chosen.append(h)
+        if len(chosen) == k:
+            break
+    return HeadSet(chosen)
