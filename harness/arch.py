@@ -18,6 +18,7 @@ class Family:
     layers: str  # dotted path from the top model to the list of blocks
     out_proj: str  # dotted path from a block to the attention output projection
     attention: str  # dotted path from a block to the attention module
+    unembed: str = "lm_head"  # dotted path from the top model to the output (unembedding) projection
 
 
 _LLAMA_LIKE = Family(layers="model.layers", out_proj="self_attn.o_proj", attention="self_attn")
@@ -32,7 +33,8 @@ FAMILIES: dict[str, Family] = {
     "gemma3_text": _LLAMA_LIKE,
     "olmo2": _LLAMA_LIKE,
     "gpt2": Family(layers="transformer.h", out_proj="attn.c_proj", attention="attn"),
-    "gpt_neox": Family(layers="gpt_neox.layers", out_proj="attention.dense", attention="attention"),
+    "gpt_neox": Family(layers="gpt_neox.layers", out_proj="attention.dense", attention="attention",
+                       unembed="embed_out"),
 }
 
 
@@ -121,3 +123,8 @@ def attention(model: Any, layer: int) -> Any:
     """The attention module of ``layer`` (envoy or torch module, like ``out_proj``)."""
     family = family_of(model.config)
     return _walk(_walk(model, family.layers)[layer], family.attention)
+
+
+def unembed(model: Any) -> Any:
+    """The output projection to the vocabulary (envoy or torch module)."""
+    return _walk(model, family_of(model.config).unembed)

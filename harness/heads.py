@@ -6,6 +6,7 @@ of layers 2..4, ``L12H*`` every head of layer 12 (needs the model shape). Ranges
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -140,3 +141,24 @@ def as_headset(heads: "HeadSet | str | Iterable", shape: ModelShape | None = Non
         return HeadSet.parse(heads, shape)
     hs = heads if isinstance(heads, HeadSet) else HeadSet(heads)
     return hs.validate(shape) if shape is not None else hs
+
+
+def random_headset(shape: ModelShape, rng: "random.Random", *, like: HeadSet | None = None, k: int | None = None,
+                   exclude: HeadSet | None = None) -> HeadSet:
+    """A random head set: matched to ``like``'s per-layer counts, or ``k`` heads drawn uniformly from the model.
+
+    ``exclude`` heads are never drawn (e.g. the named set itself, for a disjoint control).
+    """
+    banned = set(exclude.heads) if exclude is not None else set()
+    if like is not None:
+        chosen: list[Head] = []
+        for layer, count in like.layer_counts().items():
+            pool = [Head(layer, h) for h in range(shape.n_heads) if Head(layer, h) not in banned]
+            if count > len(pool):
+                raise ValueError(f"layer {layer} has {len(pool)} drawable heads, {count} needed")
+            chosen.extend(rng.sample(pool, count))
+        return HeadSet(chosen)
+    if k is None:
+        raise ValueError("random_headset needs like= (layer-matched) or k= (uniform)")
+    pool = [h for h in all_heads(shape) if h not in banned]
+    return HeadSet(rng.sample(pool, k))

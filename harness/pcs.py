@@ -19,7 +19,7 @@ import nnsight
 import torch
 
 from .ablation import Reference, ablate
-from .arch import block, out_proj, shape_of
+from .arch import block, out_proj, shape_of, unembed
 from .heads import Head, HeadSet, all_heads
 
 
@@ -47,12 +47,24 @@ def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int =
 
 
 def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
-    """Mean NLL of the last ``n_target`` tokens of ``ids`` under ``logits`` ([B, T, V]); one value per row."""
+    """Mean NLL of the last ``n_target`` tokens of ``ids`` under ``logits`` ([B, T, V]); one value per row.
+
+    ``logits`` may also cover only the ``n_target`` predicting positions ([B, n_target, V], see ``traced_nll``).
+    """
     t = ids.shape[-1]
-    pred = logits[:, t - n_target - 1: t - 1]
+    pred = logits if logits.shape[1] == n_target else logits[:, t - n_target - 1: t - 1]
     pred = pred.to(torch.promote_types(pred.dtype, torch.float32)).log_softmax(-1)  # bf16/fp16 -> fp32, fp64 kept
     gold = ids[..., t - n_target:].expand(pred.shape[0], -1)
     return -pred.gather(-1, gold[..., None]).squeeze(-1).mean(-1)
+
+
+def traced_nll(model: Any, ids: torch.Tensor, n_target: int) -> torch.Tensor:
+    """Inside a trace: unembed only the positions that predict the target (saves the vocabulary projection of the
+    whole prompt), and return the target's mean NLL per row."""
+    head = unembed(model)
+    t = ids.shape[-1]
+    head.input = head.input[:, t - n_target - 1: t - 1]
+    return target_nll(model.output.logits, ids, n_target)
 
 
 def _expand_rows(value: Any, rows: int) -> Any:
@@ -62,9 +74,45 @@ def _expand_rows(value: Any, rows: int) -> Any:
     return (value[0].expand(rows, *value[0].shape[1:]),) + tuple(value[1:])
 
 
-def _chunks(heads: Sequence[Head], size: int) -> list[list[Head]]:
-    ordered = sorted(heads)
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+def _min_layer(hs: HeadSet) -> int:
+    return hs.heads[0].layer if len(hs) else 10**9
+
+
+def ablated_losses(model: Any, item: Scored, sets: Sequence[HeadSet], *, mode: str = "zero",
+                   reference: Reference | None = None, batch_size: int = 16, reuse_prefix: bool = True,
+                   remote: bool | str = False) -> tuple[float, torch.Tensor]:
+    """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
+
+    Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one set per row);
+    ``reuse_prefix`` skips the blocks below a batch's first ablated layer, feeding them their clean outputs.
+    All traces run in one ``model.session`` (one request remotely).
+    """
+    shape = shape_of(model.config)
+    sets = [HeadSet(s).validate(shape) for s in sets]
+    order = sorted(range(len(sets)), key=lambda i: (_min_layer(sets[i]), i))
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    firsts = [min(_min_layer(sets[i]) for i in c) if reuse_prefix else 0 for c in chunks]
+    firsts = [min(f, shape.n_layers) for f in firsts]
+    ids = item.ids[None]
+    n_target = item.n_target
+    deepest = max(firsts, default=0)
+    with model.session(remote=remote):
+        with model.trace(ids, use_cache=False):
+            clean_out = [block(model, k).output for k in range(deepest)]
+            clean = traced_nll(model, ids, n_target)
+        losses = []
+        for chunk, first in zip(chunks, firsts):
+            rows = len(chunk)
+            with model.trace(ids.expand(rows, -1), use_cache=False):
+                for k in range(first):
+                    block(model, k).skip(_expand_rows(clean_out[k], rows))
+                ablate(model, [sets[i] for i in chunk], mode=mode, reference=reference)
+                losses.append(traced_nll(model, ids, n_target))
+        all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0))
+        clean_loss = nnsight.save(clean)
+    out = torch.empty(len(sets))
+    out[[i for c in chunks for i in c]] = all_losses.detach().cpu().to(out.dtype)
+    return float(clean_loss[0]), out
 
 
 def head_effects(model: Any, item: Scored, heads: Sequence[Head] | HeadSet | None = None, *,
@@ -72,37 +120,13 @@ def head_effects(model: Any, item: Scored, heads: Sequence[Head] | HeadSet | Non
                  reuse_prefix: bool = True, remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
 
-    ``batch_size`` heads share a forward (default: one layer's heads); ``reuse_prefix`` skips the blocks below a
-    chunk's first ablated layer, feeding them their clean outputs.
+    ``batch_size`` heads share a forward (default: one layer's heads); see ``ablated_losses``.
     """
     shape = shape_of(model.config)
-    if heads is None:
-        heads = list(all_heads(shape))
-    else:
-        heads = [h if isinstance(h, Head) else Head(*h) for h in heads]
-        HeadSet(heads).validate(shape)
-    batch_size = batch_size or shape.n_heads
-    chunks = _chunks(heads, batch_size)
-    ids = item.ids[None]
-    n_target = item.n_target
-    deepest = max(c[0].layer for c in chunks) if reuse_prefix else 0
-    with model.session(remote=remote):
-        with model.trace(ids, use_cache=False):
-            clean_out = [block(model, k).output for k in range(deepest)]
-            clean = target_nll(model.output.logits, ids, n_target)
-        losses = []
-        for chunk in chunks:
-            rows = len(chunk)
-            first = chunk[0].layer if reuse_prefix else 0
-            with model.trace(ids.expand(rows, -1), use_cache=False):
-                for k in range(first):
-                    block(model, k).skip(_expand_rows(clean_out[k], rows))
-                ablate(model, [HeadSet([h]) for h in chunk], mode=mode, reference=reference)
-                losses.append(target_nll(model.output.logits, ids, n_target))
-        deltas = nnsight.save(torch.cat(losses) - clean)
-        clean_loss = nnsight.save(clean)
-    order = {h: i for i, h in enumerate(h for c in chunks for h in c)}
-    return float(clean_loss[0]), deltas[[order[h] for h in heads]].detach().cpu()
+    heads = list(all_heads(shape)) if heads is None else [h if isinstance(h, Head) else Head(*h) for h in heads]
+    clean, losses = ablated_losses(model, item, [HeadSet([h]) for h in heads], mode=mode, reference=reference,
+                                   batch_size=batch_size or shape.n_heads, reuse_prefix=reuse_prefix, remote=remote)
+    return clean, losses - clean
 
 
 def head_attributions(model: Any, item: Scored, *, mode: str = "zero", reference: Reference | None = None,
@@ -122,7 +146,7 @@ def head_attributions(model: Any, item: Scored, *, mode: str = "zero", reference
             if not z.requires_grad:  # frozen weights: the first head activations start the graph
                 z.requires_grad_(True)
             zs.append(z)
-        loss = target_nll(model.output.logits, ids, item.n_target)
+        loss = traced_nll(model, ids, item.n_target)
         grads = []
         with loss.sum().backward():
             for z in reversed(zs):

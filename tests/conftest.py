@@ -7,6 +7,10 @@ import warnings
 
 import pytest
 
+# The loopback NDIF stack and its tiny model are session fixtures shared by every remote test module
+# (one redis/API/worker set per test session, not one per module).
+from ndif_service import ndif_stack, tiny_llama_dir  # noqa: F401,E402
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -61,3 +65,20 @@ def tiny_models(tokenizer):
             warnings.simplefilter("ignore")
             models[name] = TransformersModel(hf, tokenizer=tokenizer)
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A tiny random Llama saved as an HF folder with SmolLM2's tokenizer: studies load it by path, in seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.eos_token_id)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

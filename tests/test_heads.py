@@ -56,3 +56,18 @@ def test_set_algebra_and_all_heads():
     a, b = HeadSet.parse("L1H1,L2H2"), HeadSet.parse("L2H2,L3H3")
     assert str(a | b) == "L1H1,L2H2,L3H3" and str(a & b) == "L2H2"
     assert len(all_heads(SHAPE)) == 270
+
+
+def test_random_headset_matches_layer_counts_and_is_seeded():
+    import random
+
+    from harness.heads import random_headset
+
+    like = HeadSet.parse("L1H0,L1H3,L7H2")
+    a = random_headset(SHAPE, random.Random(3), like=like)
+    b = random_headset(SHAPE, random.Random(3), like=like)
+    assert a == b and a.layer_counts() == like.layer_counts()
+    disjoint = random_headset(SHAPE, random.Random(4), like=like, exclude=like)
+    assert not (disjoint & like)
+    uniform = random_headset(SHAPE, random.Random(5), k=12)
+    assert len(uniform) == 12

@@ -33,13 +33,11 @@ from harness.remote import (
     resolve_remote,
     run_with_retry,
 )
-from ndif_service import (  # noqa: F401 (ndif_stack, tiny_llama_dir are fixtures)
+from ndif_service import (
     TEST_API_KEY,
     client_model,
     free_port,
     missing_requirements,
-    ndif_stack,
-    tiny_llama_dir,
 )
 
 PROMPT = "Alice writes short, dry answers. Summarise her profile:"

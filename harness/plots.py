@@ -1,0 +1,85 @@
+"""Figures researchers look at: layer x head heatmaps, effect-vs-k curves with CI and null bands, null histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .runs import save_figure  # noqa: E402
+
+
+def heatmap(scores: np.ndarray, path: Path, *, title: str, label: str, marked: Sequence[tuple[int, int]] = (),
+            diverging: bool = True) -> Path:
+    """Layer (rows) x head (columns) map of a per-head score; ``marked`` heads get a box."""
+    scores = np.asarray(scores, dtype=float)
+    n_layers, n_heads = scores.shape
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.45 * n_heads + 2), max(4, 0.22 * n_layers + 1.5)))
+    if diverging:
+        lim = float(np.nanmax(np.abs(scores))) or 1.0
+        im = ax.imshow(scores, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    else:
+        im = ax.imshow(scores, cmap="viridis", aspect="auto")
+    for layer, head in marked:
+        ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, ec="black", lw=1.4))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(0, n_layers, max(1, n_layers // 15)))
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label=label, fraction=0.05)
+    return save_figure(path, fig)
+
+
+def effect_curves(ks: Sequence[int], curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, *,
+                  null_band: tuple[np.ndarray, np.ndarray] | None = None, title: str, ylabel: str) -> Path:
+    """Mean effect vs number of ablated heads, one line per head-set family with its 95% CI band;
+    ``null_band`` = (2.5th, 97.5th) percentiles of the random-set null at each k."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if null_band is not None:
+        ax.fill_between(ks, null_band[0], null_band[1], color="grey", alpha=0.25, label="random null (95%)")
+    for name, (mean, lo, hi) in curves.items():
+        line, = ax.plot(ks, mean, marker="o", label=name)
+        ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xticks(list(ks))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("k (heads ablated)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(path, fig)
+
+
+def null_histogram(null: np.ndarray, marks: Mapping[str, float], path: Path, *, title: str, xlabel: str) -> Path:
+    """Histogram of the random-head-set null with each named set's value as a vertical line."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.hist(null, bins=min(40, max(10, len(null) // 4)), color="grey", alpha=0.7, label=f"random sets (n={len(null)})")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, value) in enumerate(marks.items()):
+        ax.axvline(value, color=colors[i % len(colors)], lw=2, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(path, fig)
+
+
+def bars(values: Mapping[str, tuple[float, float, float]], path: Path, *, title: str, ylabel: str) -> Path:
+    """Mean with 95% CI error bars per method."""
+    names = list(values)
+    mean = np.array([values[n][0] for n in names])
+    err = np.array([[values[n][0] - values[n][1], values[n][2] - values[n][0]] for n in names]).T
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names) + 1.5), 3.6))
+    ax.bar(range(len(names)), mean, yerr=err, capsize=3, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return save_figure(path, fig)

@@ -1,0 +1,217 @@
+"""Study runs: result folders, atomic writes, manifests and resumable checkpoints.
+
+Every study writes to ``results/<model>/<data>/<study>/``. Files are written to a temporary name and renamed, so a
+killed run never leaves a half-written table. Per-unit work (an example, a head set) is appended to a JSONL
+checkpoint as soon as it finishes; a rerun with the same configuration skips what is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "transformers", "nnsight", "numpy", "scipy", "statsmodels", "datasets", "bm25s", "rouge-score",
+            "preference-heads-harness")
+
+
+def slug(text: str) -> str:
+    """A folder-safe name: ``meta-llama/Llama-3.1-8B`` -> ``meta-llama--Llama-3.1-8B``; a path -> its stem."""
+    if os.path.sep in text and os.path.exists(text):
+        text = Path(text).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("/", "--")).strip("-") or "unnamed"
+
+
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=1, sort_keys=False, default=_jsonable) + "\n")
+
+
+def write_csv(path: Path, frame: Any) -> Path:
+    """Write a pandas DataFrame atomically."""
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return atomic_write(path, buf.getvalue())
+
+
+def save_figure(path: Path, fig: Any) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write(path, buf.getvalue())
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def git_commit() -> dict:
+    """Commit hash of the harness checkout and whether the tree had uncommitted changes."""
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": run("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def data_hash(examples: Iterable[Any]) -> str:
+    """sha256 over the examples' ids, inputs, outputs and profiles: identifies the exact data a run used."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.example_id, ex.user_id, ex.input, ex.output, [p.text for p in ex.profile]]).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Run:
+    """One study's output folder and its resumable state."""
+
+    root: Path
+    config: dict
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def open(cls, results: str | Path, model: str, data: str, study: str, config: dict, *,
+             fresh: bool = False) -> "Run":
+        """Open ``results/<model>/<data>/<study>``; a different config than a previous run's is refused
+        (``fresh=True`` discards the old folder) so resumed work is never mixed across settings."""
+        root = Path(results) / slug(model) / slug(data) / study
+        if fresh and root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        run = cls(root, config)
+        previous = root / "config.json"
+        if previous.exists():
+            old = json.loads(previous.read_text())
+            if old != json.loads(json.dumps(config, default=_jsonable)):
+                diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
+                raise RuntimeError(f"{root} holds a run with another configuration {diff}; "
+                                   "rerun with --fresh to discard it, or use another --results folder")
+        write_json(previous, config)
+        return run
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def checkpoint(self, name: str) -> "Checkpoint":
+        return Checkpoint(self.root / f"{name}.jsonl")
+
+    def manifest(self, *, seed: int, model: str, data: str, split: dict | None = None, extra: dict | None = None,
+                 examples: Iterable[Any] = ()) -> Path:
+        """Write ``manifest.json``: command, commit, seed, model, data and its hash, split, versions, timing."""
+        info = {
+            "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]]),
+            "argv": sys.argv,
+            **git_commit(),
+            "seed": seed,
+            "model": model,
+            "data": data,
+            "data_sha256": data_hash(examples),
+            "split": split or {},
+            "config": self.config,
+            "versions": versions(),
+            "platform": platform.platform(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.time() - self.started, 1),
+            **(extra or {}),
+        }
+        return write_json(self.root / "manifest.json", info)
+
+
+def _module_name() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return spec.name if spec is not None and spec.name else (sys.argv[0] if sys.argv else "?")
+
+
+class Checkpoint:
+    """Append-only JSONL of finished units keyed by ``key``; a torn last line (killed mid-write) is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            text = self.path.read_text()
+            if text and not text.endswith("\n"):  # killed mid-write: drop the torn tail before appending again
+                text = text[: text.rfind("\n") + 1]
+                atomic_write(self.path, text)
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.records[rec["key"]] = rec
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: str) -> dict:
+        return self.records[key]
+
+    def add(self, key: str, **values: Any) -> dict:
+        rec = {"key": key, **json.loads(json.dumps(values, default=_jsonable))}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[key] = rec
+        return rec
+
+    def values(self) -> Iterator[dict]:
+        return iter(self.records.values())
