@@ -25,8 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "check_exact": 1, "n_random": 20, "n_random_other": 5, "ks": [1, 3, 5], "max_new_tokens": 12,
               "retrieval_prompts": 2, "induction_sequences": 4},
     "full": {"n": 32, "max_prompt_tokens": 160, "max_target_tokens": 24, "k_profile": 2, "method": "attribution",
-             "check_exact": 4, "n_random": 100, "n_random_other": 20, "ks": [1, 3, 5, 10], "max_new_tokens": 32,
-             "retrieval_prompts": 8, "induction_sequences": 16},
+             "check_exact": 4, "n_random": 100, "n_random_other": 10, "n_unmatched": 10, "ks": [1, 3, 10],
+             "max_new_tokens": 24, "retrieval_prompts": 8, "induction_sequences": 16},
 }
 
 

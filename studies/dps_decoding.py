@@ -40,7 +40,7 @@ def parse(argv=None):
     ap.add_argument("--gammas", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="gamma sweep for DPS")
     ap.add_argument("--gamma", type=float, default=1.0, help="gamma of the main DPS / CAD rows")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--style-layers", type=int, nargs="+", help="StyleVector layers to try (default: 3 spread)")
+    ap.add_argument("--style-layers", type=int, nargs="+", help="StyleVector layers to try (default: at 1/3 and 2/3 depth)")
     ap.add_argument("--style-alphas", type=float, nargs="+", default=[1.0, 4.0])
     ap.add_argument("--judge", choices=["none", "local", "openai"], default="none",
                     help="pairwise judge of DPS-preference vs the best baseline (openai: OPENAI_BASE_URL + key)")
@@ -76,8 +76,7 @@ def methods(setup, args, top: dict, style) -> list[MethodSpec]:
 
 def fit_style(setup, args, run: Run):
     """StyleVector: fit on discovery users, choose (layer, alpha) on discovery data, cached in the run folder."""
-    layers = args.style_layers or sorted({setup.shape.n_layers // 4, setup.shape.n_layers // 2,
-                                          3 * setup.shape.n_layers // 4})
+    layers = args.style_layers or sorted({setup.shape.n_layers // 3, 2 * setup.shape.n_layers // 3})
     users = {e.user_id for e in setup.split.evaluation}
     fit_examples = [e for e in setup.examples if e.user_id in users] + list(setup.split.discovery)
     vectors = fit_style_vectors(setup.model, fit_examples, layers, max_items=4, max_new_tokens=args.max_new_tokens,

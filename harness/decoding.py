@@ -1,0 +1,378 @@
+"""Contrastive decoding with one batched two-branch forward per step: DPS (preference heads ablated) and CAD.
+
+At every step ``scores = (1 + γ_t)·ℓ_full − γ_t·ℓ_masked`` over the tokens the full branch finds plausible
+(``p_full ≥ α·max p_full``, others −inf). For DPS the masked branch is the same prompt with a head set ablated at
+every position; for CAD it is the prompt without the profile. Both branches keep their own KV cache and run as
+one forward of ``2 × prompts`` rows ``[full..., masked...]``; ``harness.ablation.ablate`` edits only the masked
+rows. The whole loop is one ``model.session(remote=...)``, so remotely it is one request.
+With no second branch the same loop is plain greedy / sampled decoding (the baselines and StyleVector use it).
+
+Usage::
+
+    out = decode(model, prompts, heads=HeadSet.parse("L3H1,L7H0"), contrast=Contrast(gamma=0.5),
+                 max_new_tokens=64)
+    out.texts
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import nnsight
+import torch
+
+from .ablation import ablate
+from .arch import family_of
+from .heads import HeadSet
+
+SPACES = ("logits", "logprobs")
+SCHEDULES = ("constant", "entropy")
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """How the two branches are combined: γ (constant or DeCoRe's entropy schedule), space, plausibility α.
+
+    ``schedule="entropy"``: γ_t = gamma · H(p_full) (nats; divided by log|V| when ``normalize``), capped at ``cap``.
+    ``space="logprobs"`` contrasts log-softmaxed branches instead of raw logits. ``alpha=0`` disables the mask.
+    """
+
+    gamma: float = 1.0
+    schedule: str = "constant"
+    cap: float | None = None
+    normalize: bool = False
+    space: str = "logits"
+    alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Contrast.schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.space not in SPACES:
+            raise ValueError(f"Contrast.space {self.space!r}: choose one of {', '.join(SPACES)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"Contrast.alpha must be in [0, 1], got {self.alpha}")
+        if self.cap is not None and self.cap < 0:
+            raise ValueError(f"Contrast.cap must be >= 0, got {self.cap}")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Greedy (default) or seeded sampling with temperature and optional nucleus (top-p)."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"Sampling.temperature must be > 0, got {self.temperature}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"Sampling.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Steering:
+    """Add ``alpha · vectors[row]`` to the residual stream after block ``layer`` at every generated position."""
+
+    layer: int
+    vectors: torch.Tensor  # [rows, d_model]
+    alpha: float
+
+
+@dataclass
+class Decoded:
+    """Generated token ids (stop token excluded), texts, per-step γ_t and, when asked, top Δ-logit tokens."""
+
+    token_ids: list[list[int]]
+    texts: list[str]
+    gammas: list[list[float]] = field(default_factory=list)  # [row][step]; empty without a second branch
+    delta_top: dict[str, torch.Tensor] | None = None  # promoted/suppressed ids and values, [rows, steps, k]
+    steps: int = 0  # decoding steps run (every row advances each step until all have stopped)
+
+
+# ------------------------------------------------------------------------------------------ per-step maths
+
+
+def plausibility_mask(full_logits: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Boolean mask of tokens with ``p_full >= alpha * max p_full`` (computed in log space, exact for alpha=0)."""
+    if alpha <= 0:
+        return torch.ones_like(full_logits, dtype=torch.bool)
+    logp = torch.log_softmax(full_logits.float(), dim=-1)
+    return logp >= logp.max(dim=-1, keepdim=True).values + math.log(alpha)
+
+
+def entropy_gamma(full_logits: torch.Tensor, *, scale: float = 1.0, cap: float | None = None,
+                  normalize: bool = False) -> torch.Tensor:
+    """DeCoRe's adaptive γ_t per row: ``scale · H(p_full)`` in nats (÷ log|V| if ``normalize``), at most ``cap``."""
+    logp = torch.log_softmax(full_logits.float(), dim=-1)
+    h = -(logp.exp() * logp).nan_to_num().sum(-1)
+    if normalize:
+        h = h / math.log(full_logits.shape[-1])
+    g = scale * h
+    return g.clamp(max=cap) if cap is not None else g
+
+
+def in_space(logits: torch.Tensor, space: str) -> torch.Tensor:
+    """A branch's scores in the contrast space: raw logits or log-probabilities (float32)."""
+    return torch.log_softmax(logits.float(), dim=-1) if space == "logprobs" else logits.float()
+
+
+def contrast_scores(full: torch.Tensor, masked: torch.Tensor, contrast: Contrast) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1+γ)·full − γ·masked`` on plausible tokens (−inf elsewhere), and the γ used per row."""
+    if contrast.schedule == "entropy":
+        gamma = entropy_gamma(full, scale=contrast.gamma, cap=contrast.cap, normalize=contrast.normalize)
+    else:
+        gamma = torch.full(full.shape[:-1], float(contrast.gamma), dtype=torch.float32, device=full.device)
+    a, b = in_space(full, contrast.space), in_space(masked, contrast.space)
+    g = gamma[..., None]
+    scores = (1.0 + g) * a - g * b
+    scores = scores.masked_fill(~plausibility_mask(full, contrast.alpha), float("-inf"))
+    return scores, gamma
+
+
+def next_tokens(scores: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row: argmax, or a draw from softmax(scores / T) restricted to the top-p nucleus."""
+    if not sampling.do_sample:
+        return scores.argmax(dim=-1)
+    scores = scores.float() / sampling.temperature
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        drop_sorted = (cum - sorted_scores.softmax(-1)) >= sampling.top_p  # mass before the token already covers p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    probs = scores.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def encode(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` for a batch of texts (causal decoding needs left padding)."""
+    if not texts:
+        raise ValueError("no prompts to decode")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t]
+    if bad:
+        raise ValueError(f"prompt {bad[0]} is {texts[bad[0]]!r}: every prompt must be a non-empty string")
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def stop_ids(model: Any, extra: Sequence[int] = ()) -> list[int]:
+    """The tokenizer's eos, the generation config's eos id(s) and ``extra``."""
+    ids = set(int(i) for i in extra)
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    gen = getattr(getattr(model, "_module", None), "generation_config", None)
+    for value in (eos, getattr(gen, "eos_token_id", None)):
+        if value is not None:
+            ids.update([int(value)] if isinstance(value, int) else [int(v) for v in value])
+    return sorted(ids)
+
+
+def _block(model: Any, layer: int) -> Any:
+    """Decoder block ``layer`` (its output is the residual stream the steering vector is added to)."""
+    blocks = functools.reduce(getattr, family_of(model.config).layers.split("."), model)
+    return blocks[layer]
+
+
+def forward_step(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *,
+                 cache: Any = None, heads: Sequence[HeadSet | str | None] | None = None,
+                 steering: Steering | None = None, steer_from: int = 0, use_cache: bool = True,
+                 ablation_mode: str = "zero", reference: Any = None) -> tuple[torch.Tensor, Any]:
+    """One traced forward of a batch: last-position logits ``[rows, V]`` and the updated KV cache.
+
+    ``heads``: one head set (or None) per row, ablated at every position of that row. ``steering`` is added from
+    sequence index ``steer_from`` of this forward's input on. Works in or outside a session, locally or remotely.
+    """
+    new_cache = None  # a trace hands back only saved names
+    with model.trace(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                     use_cache=use_cache, logits_to_keep=1):
+        if heads is not None and any(h is not None for h in heads):
+            ablate(model, list(heads), mode=ablation_mode, reference=reference)
+        if steering is not None:
+            block = _block(model, steering.layer)
+            h = block.output
+            at = torch.zeros(h.shape[1], dtype=h.dtype, device=h.device)
+            at[steer_from:] = 1.0
+            vec = steering.vectors.to(device=h.device, dtype=h.dtype)
+            block.output = h + steering.alpha * vec[:, None, :] * at[None, :, None]
+        logits = nnsight.save(model.output.logits[:, -1])
+        if use_cache:
+            new_cache = nnsight.save(model.output.cache)
+    return logits, new_cache
+
+
+def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None = None,
+           heads: HeadSet | str | None = None, contrast: Contrast | None = None,
+           sampling: Sampling = Sampling(), max_new_tokens: int = 64, stop_token_ids: Sequence[int] = (),
+           steering: Steering | None = None, use_cache: bool = True, fused: bool = True, record_delta: int = 0,
+           ablation_mode: str = "zero", reference: Any = None, remote: bool | str = False) -> Decoded:
+    """Decode ``prompts``; with ``heads`` (DPS) or ``second`` (CAD prompts) contrast a masked branch.
+
+    ``heads``: ablated at every position of the masked branch (same prompts unless ``second`` is given).
+    ``contrast``: defaults to ``Contrast()`` when there is a second branch; ignored without one.
+    ``use_cache=False`` re-runs the whole sequence each step (the reference the cache is tested against).
+    ``fused=False`` runs the two branches as two forwards per step, each with its own cache (benchmark baseline).
+    ``record_delta=k`` records per step the k tokens most promoted and suppressed by ``full − masked``.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    n = len(prompts)
+    two = heads is not None or second is not None
+    if second is not None and len(second) != n:
+        raise ValueError(f"{len(second)} second-branch prompts for {n} prompts")
+    if steering is not None and (two or steering.vectors.shape[0] != n):
+        extra = " and a second branch" if two else ""
+        raise ValueError(f"steering needs a single branch and one vector per prompt "
+                         f"(got {tuple(steering.vectors.shape)} for {n} prompts{extra})")
+    if record_delta and not two:
+        raise ValueError("record_delta needs a second branch (heads or second prompts)")
+    contrast = contrast or Contrast()
+    texts = list(prompts) + (list(second if second is not None else prompts) if two else [])
+    ids, mask = encode(model.tokenizer, texts)
+    rows = 2 * n if two else n
+    row_heads = ([None] * n + [heads] * n) if heads is not None else None
+    groups = [(0, rows)] if fused or not two else [(0, n), (n, rows)]
+    stops = torch.tensor(stop_ids(model, stop_token_ids))
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(stops[0])
+    prompt_len = ids.shape[1]
+    k = int(record_delta)
+
+    with model.session(remote=remote):
+        generator = torch.Generator().manual_seed(sampling.seed) if sampling.do_sample else None
+        caches = [None for _ in groups]
+        seq, feed = ids, ids
+        chosen, gammas, promoted, suppressed = [], [], [], []
+        done = torch.zeros(n, dtype=torch.bool)
+        for step in range(max_new_tokens):
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            parts = []
+            for g, (lo, hi) in enumerate(groups):
+                steer_from = max(prompt_len - 1 - (seq.shape[1] - feed.shape[1]), 0)  # last prompt token on
+                part, caches[g] = forward_step(model, feed[lo:hi], mask[lo:hi], pos[lo:hi, -feed.shape[1]:],
+                                               cache=caches[g], heads=row_heads[lo:hi] if row_heads else None,
+                                               steering=steering, steer_from=steer_from, use_cache=use_cache,
+                                               ablation_mode=ablation_mode, reference=reference)
+                parts.append(part)
+            logits = torch.cat(parts).float().cpu()
+            if two:
+                scores, gamma = contrast_scores(logits[:n], logits[n:], contrast)
+                gammas.append(gamma)
+                if k:
+                    delta = in_space(logits[:n], contrast.space) - in_space(logits[n:], contrast.space)
+                    promoted.append(delta.topk(k, dim=-1))
+                    suppressed.append((-delta).topk(k, dim=-1))
+            else:
+                scores = logits
+            tok = next_tokens(scores, sampling, generator).masked_fill(done, pad)  # finished rows get padding
+            chosen.append(tok)
+            done = done | torch.isin(tok, stops)
+            if bool(done.all()):
+                break
+            new = torch.cat([tok, tok])[:, None] if two else tok[:, None]
+            seq = torch.cat([seq, new], dim=1)
+            mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
+            feed = new if use_cache else seq
+        tokens = nnsight.save(torch.stack(chosen, 1))
+        gamma_out = nnsight.save(torch.stack(gammas, 1) if gammas else torch.zeros(n, 0))
+        delta_out = nnsight.save({
+            "promoted_ids": torch.stack([t.indices for t in promoted], 1),
+            "promoted": torch.stack([t.values for t in promoted], 1),
+            "suppressed_ids": torch.stack([t.indices for t in suppressed], 1),
+            "suppressed": -torch.stack([t.values for t in suppressed], 1),
+        } if k else None)
+
+    stop_set = set(stops.tolist())
+    token_ids = []
+    for row in tokens.tolist():
+        cut = next((i for i, t in enumerate(row) if t in stop_set), len(row))
+        token_ids.append(row[:cut])
+    decoded = model.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+    gammas_out = [g[: len(t) + 1] for g, t in zip(gamma_out.tolist(), token_ids)] if two else []
+    return Decoded(token_ids, decoded, gammas_out, delta_out, steps=int(tokens.shape[1]))
+
+
+# ------------------------------------------------------------------------------------------ inspectability
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """One generated token with γ_t and the tokens ``full − masked`` promoted and suppressed most."""
+
+    step: int
+    token: str
+    gamma: float
+    promoted: list[tuple[str, float]]
+    suppressed: list[tuple[str, float]]
+
+
+def delta_logits_report(model: Any, prompt: str, heads: HeadSet | str | None = None, *, second: str | None = None,
+                        k: int = 5, max_new_tokens: int = 20, contrast: Contrast = Contrast(),
+                        sampling: Sampling = Sampling(), remote: bool | str = False) -> list[TokenDelta]:
+    """Decode one prompt with DPS (or CAD via ``second``) and say, per token, what the head set pushed up and down."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    out = decode(model, [prompt], second=[second] if second is not None else None, heads=heads, contrast=contrast,
+                 sampling=sampling, max_new_tokens=max_new_tokens, record_delta=k, remote=remote)
+    tok = model.tokenizer
+    top = out.delta_top
+    report = []
+    n_steps = top["promoted"].shape[1]
+    ids = out.token_ids[0]
+    for t in range(n_steps):
+        token = tok.decode([ids[t]]) if t < len(ids) else tok.decode([stop_ids(model)[0]])
+
+        def pairs(kind: str) -> list[tuple[str, float]]:
+            return [(tok.decode([int(i)]), float(v)) for i, v in zip(top[f"{kind}_ids"][0, t], top[kind][0, t])]
+
+        gamma = out.gammas[0][t] if t < len(out.gammas[0]) else float("nan")
+        report.append(TokenDelta(t, token, gamma, pairs("promoted"), pairs("suppressed")))
+        if t >= len(ids):
+            break
+    return report
+
+
+def plot_delta_logits(report: list[TokenDelta], path: str, *, title: str = "DPS: Δ-logits (full − masked)") -> str:
+    """Grid plot: one column per generated token, promoted tokens above and suppressed below, coloured by Δ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not report:
+        raise ValueError("empty Δ-logits report: nothing to plot")
+    k = len(report[0].promoted)
+    grid = np.zeros((2 * k, len(report)))
+    labels = [["" for _ in report] for _ in range(2 * k)]
+    for j, step in enumerate(report):
+        for i, (text, value) in enumerate(step.promoted):
+            grid[i, j], labels[i][j] = value, text
+        for i, (text, value) in enumerate(step.suppressed):
+            grid[k + i, j], labels[k + i][j] = value, text
+    lim = float(np.abs(grid).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(report)), 0.45 * 2 * k + 1.6))
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(2 * k):
+        for j in range(len(report)):
+            ax.text(j, i, repr(labels[i][j])[1:-1][:10], ha="center", va="center", fontsize=7)
+    ax.axhline(k - 0.5, color="black", lw=1)
+    ax.set_xticks(range(len(report)), [repr(s.token)[1:-1][:10] for s in report], rotation=60, fontsize=8)
+    ax.set_yticks([k / 2 - 0.5, 1.5 * k - 0.5], ["promoted", "suppressed"])
+    ax.set_xlabel("generated token")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="Δ (full − masked)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
