@@ -12,6 +12,7 @@ d_z, Holm across each table, and each set's position in the layer-matched random
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -46,6 +47,8 @@ def parse(argv=None):
     ap.add_argument("--n-random-other", type=int, help="layer-matched random sets at the other k (the null band)")
     ap.add_argument("--n-unmatched", type=int, default=None, help="uniform random sets per k (default n_random/5)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-eval", type=int, help="use only the first N evaluation examples (a compute budget; the "
+                                                 "manifest records which examples were used)")
     ap.add_argument("--n-boot", type=int, default=5000)
     ap.add_argument("--n-perm", type=int, default=5000)
     ap.add_argument("--pcs-run", help="folder of the PCS ranking run (default: the sibling pcs_ranking folder)")
@@ -183,6 +186,8 @@ def main(argv=None) -> Run:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     setup = prepare(args)
+    if args.max_eval:
+        setup.split = dataclasses.replace(setup.split, evaluation=setup.split.evaluation[: args.max_eval])
     pcs_dir = Path(args.pcs_run) if args.pcs_run else run_root(args)
     if not (pcs_dir / "top_heads.json").exists():
         raise SystemExit(f"no PCS ranking in {pcs_dir}: run `python -m studies.pcs_ranking` with the same "

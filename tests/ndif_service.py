@@ -259,3 +259,27 @@ def ndif_stack(request, tmp_path_factory) -> Iterator[NdifStack]:
     stack = NdifStack.start(tmp_path_factory.mktemp("ndif"), model_keys=(key,))
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def client(tiny_llama_dir):
+    """The client's meta model (no weights), its model key pinned to the folder the worker loads."""
+    return client_model(tiny_llama_dir)
+
+
+@pytest.fixture(scope="session")
+def local(tiny_llama_dir):
+    """The same weights loaded in this process, frozen like NDIF's."""
+    model = client_model(tiny_llama_dir, dispatch=True)
+    model._module.requires_grad_(False)
+    return model
+
+
+@pytest.fixture
+def restore_nnsight_config(monkeypatch):
+    """Undo the host/key a test configures (resolve_remote and require_api_key write nnsight's CONFIG)."""
+    from nnsight.schema.config import CONFIG
+
+    monkeypatch.setattr(CONFIG.API, "HOST", CONFIG.API.HOST)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", CONFIG.API.APIKEY)
+    monkeypatch.setattr(CONFIG.APP, "REMOTE_LOGGING", False)

@@ -55,11 +55,8 @@ def integration(test):
 
 
 @pytest.fixture(autouse=True)
-def restore_nnsight_config(monkeypatch):
-    """Undo any host/key the test configures (resolve_remote writes nnsight's CONFIG)."""
-    monkeypatch.setattr(CONFIG.API, "HOST", CONFIG.API.HOST)
-    monkeypatch.setattr(CONFIG.API, "APIKEY", CONFIG.API.APIKEY)
-    monkeypatch.setattr(CONFIG.APP, "REMOTE_LOGGING", False)
+def _restore_config(restore_nnsight_config):
+    """Every test here leaves nnsight's host/key config as it found it."""
 
 
 @pytest.fixture
@@ -69,20 +66,6 @@ def remote(ndif_stack, monkeypatch):
     monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
     require_api_key(True)
     return resolve_remote(True)
-
-
-@pytest.fixture(scope="session")
-def client(tiny_llama_dir):
-    """The client's meta model: no weights, model key pinned to the folder path."""
-    return client_model(tiny_llama_dir)
-
-
-@pytest.fixture(scope="session")
-def local(tiny_llama_dir):
-    """The same weights loaded locally, frozen like NDIF's."""
-    model = client_model(tiny_llama_dir, dispatch=True)
-    model._module.requires_grad_(False)
-    return model
 
 
 # -- trace bodies, each run once locally and once remotely -----------------------------

@@ -33,11 +33,8 @@ SCORED_HEADS = [Head(0, 1), Head(1, 0), Head(1, 3)]
 
 
 @pytest.fixture(autouse=True)
-def restore_nnsight_config(monkeypatch):
-    """Undo the host/key the test configures (resolve_remote and require_api_key write nnsight's CONFIG)."""
-    monkeypatch.setattr(CONFIG.API, "HOST", CONFIG.API.HOST)
-    monkeypatch.setattr(CONFIG.API, "APIKEY", CONFIG.API.APIKEY)
-    monkeypatch.setattr(CONFIG.APP, "REMOTE_LOGGING", False)
+def _restore_config(restore_nnsight_config):
+    """Every test here leaves nnsight's host/key config as it found it."""
 
 
 @pytest.fixture
@@ -46,20 +43,6 @@ def remote(ndif_stack, monkeypatch) -> str:
     monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
     require_api_key(ndif_stack.api_url)
     return resolve_remote(ndif_stack.api_url)
-
-
-@pytest.fixture(scope="module")
-def client(tiny_llama_dir):
-    """The client's meta model (no weights), its key pinned to the folder the worker loads."""
-    return client_model(tiny_llama_dir)
-
-
-@pytest.fixture(scope="module")
-def local(tiny_llama_dir):
-    """The same weights loaded in this process, frozen like NDIF's."""
-    model = client_model(tiny_llama_dir, dispatch=True)
-    model._module.requires_grad_(False)
-    return model
 
 
 @pytest.fixture(scope="module")
