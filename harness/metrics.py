@@ -148,6 +148,9 @@ def sentence_embeddings(texts: list[str], batch_size: int = 32) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
 
 
+_EMBEDDED: dict[str, np.ndarray] = {}  # text -> embedding, filled by style_similarity (the model is deterministic)
+
+
 def style_similarity(texts: list[str], profile_texts: list[list[str]]) -> list[float]:
     """Cosine between each text's embedding and the mean embedding of its user's profile items."""
     _check_same_length(texts, profile_texts, "texts", "profile_texts")
@@ -156,7 +159,10 @@ def style_similarity(texts: list[str], profile_texts: list[list[str]]) -> list[f
             raise ValueError(f"profile_texts[{i}] must be a non-empty list of profile item strings")
     # Embed every distinct string once: profiles repeat across a user's examples.
     unique = sorted({t for t in texts if t.strip()} | {p for items in profile_texts for p in items})
-    vectors = dict(zip(unique, sentence_embeddings(unique)))
+    missing = [t for t in unique if t not in _EMBEDDED]  # a study scores many methods against the same profiles
+    if missing:
+        _EMBEDDED.update(zip(missing, sentence_embeddings(missing)))
+    vectors = {t: _EMBEDDED[t] for t in unique}
     out = []
     for text, items in zip(texts, profile_texts):
         if not text.strip():

@@ -41,7 +41,7 @@ def parse(argv=None):
     ap.add_argument("--gamma", type=float, default=1.0, help="gamma of the main DPS / CAD rows")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--style-layers", type=int, nargs="+", help="StyleVector layers to try (default: at 1/3 and 2/3 depth)")
-    ap.add_argument("--style-alphas", type=float, nargs="+", default=[1.0, 4.0])
+    ap.add_argument("--style-alphas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--judge", choices=["none", "local", "openai"], default="none",
                     help="pairwise judge of DPS-preference vs the best baseline (openai: OPENAI_BASE_URL + key)")
     ap.add_argument("--judge-model", default="gpt-4o-mini")
