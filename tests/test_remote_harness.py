@@ -161,3 +161,30 @@ def test_ablate_generation_remote_equals_local(client, local, remote, generated_
         torch.testing.assert_close(got_logits[0], clean_logits[0])
     for step in range(1 if generated_only else 0, 3):
         assert not torch.allclose(got_logits[step], clean_logits[step]), f"step {step} was not ablated"
+
+
+def test_ablation_study_step_remote_equals_local_in_one_request(client, local, remote, item):
+    """The ablation study's unit of work: many multi-layer head sets scored on one input, one session."""
+    from harness.pcs import ablated_losses
+
+    sets = [HeadSet.parse("L0H1,L1H2"), HeadSet.parse("L1H0-3"), HeadSet(), HeadSet.parse("L0H0-3")]
+    with remote_job_counter() as count:
+        clean, losses = ablated_losses(client, item, sets, batch_size=3, remote=remote)
+    assert count.requests == 1
+    want_clean, want = ablated_losses(local, item, sets, batch_size=3)
+    assert clean == pytest.approx(want_clean, rel=1e-5)
+    torch.testing.assert_close(losses, want)
+    assert losses[2] == pytest.approx(clean, rel=1e-5)  # the empty set is the clean model
+
+
+def test_dps_decoding_remote_equals_local(client, local, remote):
+    """DPS: both branches in one batched forward per step, the whole loop one session remotely."""
+    from harness.decoding import Contrast, decode
+
+    kwargs = dict(heads=HEADS, contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=4, record_delta=3)
+    with remote_job_counter() as count:
+        got = decode(client, [PROMPT, REFERENCE_PROMPTS[0]], remote=remote, **kwargs)
+    assert count.requests == 1
+    want = decode(local, [PROMPT, REFERENCE_PROMPTS[0]], **kwargs)
+    assert got.token_ids == want.token_ids
+    torch.testing.assert_close(got.delta_top["promoted"], want.delta_top["promoted"])
