@@ -120,6 +120,7 @@ class Run:
     root: Path
     config: dict
     started: float = field(default_factory=time.time)
+    code: dict = field(default_factory=git_commit)  # the checkout when the run started (the code that ran)
 
     @classmethod
     def open(cls, results: str | Path, model: str, data: str, study: str, config: dict, *,
@@ -153,7 +154,8 @@ class Run:
         info = {
             "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]]),
             "argv": sys.argv,
-            **git_commit(),
+            **self.code,
+            "commit_at_finish": git_commit()["commit"],
             "seed": seed,
             "model": model,
             "data": data,

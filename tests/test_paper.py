@@ -21,7 +21,7 @@ def test_generated_paper_files_are_fresh(tmp_path, monkeypatch):
 def test_every_macro_used_in_the_paper_is_defined():
     import re
 
-    text = (ROOT / "paper" / "main.tex").read_text()
+    text = "".join((ROOT / "paper" / name).read_text() for name in ("main.tex", "results.tex", "discussion.tex"))
     defined = set(re.findall(r"\\newcommand\{\\(\w+)\}", (ROOT / "paper" / "generated" / "macros.tex").read_text()))
     used = set(re.findall(r"\\(Conv\w+|Deb\w+)", text))
     assert used <= defined, f"undefined in macros.tex: {sorted(used - defined)}"
