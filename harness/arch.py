@@ -33,8 +33,7 @@ FAMILIES: dict[str, Family] = {
     "gemma3_text": _LLAMA_LIKE,
     "olmo2": _LLAMA_LIKE,
     "gpt2": Family(layers="transformer.h", out_proj="attn.c_proj", attention="attn"),
-    "gpt_neox": Family(layers="gpt_neox.layers", out_proj="attention.dense", attention="attention",
-                       unembed="embed_out"),
+    "gpt_neox": Family(layers="gpt_neox.layers", out_proj="attention.dense", attention="attention"),
 }
 
 

@@ -25,6 +25,14 @@ def test_adapter_finds_the_attention_output_projection(tiny_models, family):
     assert shape.n_layers == 3 and shape.n_heads == 4
 
 
+@pytest.mark.parametrize("family", sorted(EXPECTED_PROJ))
+def test_adapter_finds_the_unembedding(tiny_models, family):
+    from harness.arch import unembed
+
+    hf = tiny_models[family]._module
+    assert unembed(hf) is hf.get_output_embeddings()
+
+
 def test_gqa_and_head_dim_are_read_from_config(tiny_models):
     assert shape_of(tiny_models["llama"].config).n_kv_heads == 2
     assert shape_of(tiny_models["mistral"].config).n_kv_heads == 1
