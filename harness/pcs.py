@@ -139,7 +139,7 @@ def head_attributions(model: Any, item: Scored, *, mode: str = "zero", reference
     """
     shape = shape_of(model.config)
     ids = item.ids[None]
-    with model.trace(ids, use_cache=False, remote=remote):
+    with torch.enable_grad(), model.trace(ids, use_cache=False, remote=remote):  # callers may run under no_grad
         zs = []
         for layer in range(shape.n_layers):
             z = out_proj(model, layer).input
