@@ -140,14 +140,18 @@ def generations(setup, args, run: Run, sets: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def wide_at(df: pd.DataFrame, outcome: str, k: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One row per evaluation example and one column per head set at ``k``; the users; the random null
+    (the mean effect of each layer-matched random set)."""
+    wide = df[df.k == k].pivot_table(index=["example_id", "user_id"], columns="set", values=outcome).reset_index()
+    null = wide[[c for c in wide.columns if str(c).startswith("random_matched#")]].mean(axis=0).to_numpy()
+    return wide, wide["user_id"].to_numpy(), null
+
+
 def comparison_table(df: pd.DataFrame, outcome: str, k: int, args) -> list[stats.Comparison]:
     """PCS@k against every other named set and the random-matched mean, with the random null for each."""
-    at_k = df[df.k == k]
-    wide = at_k.pivot_table(index=["example_id", "user_id"], columns="set", values=outcome).reset_index()
-    users = wide["user_id"].to_numpy()
-    rand_cols = [c for c in wide.columns if str(c).startswith("random_matched#")]
-    null = wide[rand_cols].mean(axis=0).to_numpy()  # mean effect of each random set
-    random_mean = wide[rand_cols].mean(axis=1).to_numpy()
+    wide, users, null = wide_at(df, outcome, k)
+    random_mean = wide[[c for c in wide.columns if str(c).startswith("random_matched#")]].mean(axis=1).to_numpy()
     comps = []
     pcs = wide[f"pcs@{k}"].to_numpy()
     for base in ["contrast_pcs", "retrieval", "induction"]:
@@ -162,10 +166,7 @@ def comparison_table(df: pd.DataFrame, outcome: str, k: int, args) -> list[stats
 
 def set_summary(df: pd.DataFrame, outcome: str, k: int, args) -> list[dict]:
     """Rows = named head sets at k: mean effect, CI, d_z (vs zero), null percentile."""
-    at_k = df[df.k == k]
-    wide = at_k.pivot_table(index=["example_id", "user_id"], columns="set", values=outcome).reset_index()
-    users = wide["user_id"].to_numpy()
-    null = wide[[c for c in wide.columns if str(c).startswith("random_matched#")]].mean(axis=0).to_numpy()
+    wide, users, null = wide_at(df, outcome, k)
     out = []
     for fam in FAMILIES:
         v = wide[f"{fam}@{k}"].to_numpy()
@@ -208,28 +209,21 @@ def main(argv=None) -> Run:
 
     n_users = df.user_id.nunique()
     kmain = max(args.ks)
-    summary_rows, all_comps = [], []
+    # every named set's mean and CI at every k (the sweep; its k = kmain rows are the summary table)
+    sweep = [row for outcome in OUTCOMES for k in args.ks for row in set_summary(df, outcome, k, args)]
     for outcome in OUTCOMES:
         comps = stats.with_holm(comparison_table(df, outcome, kmain, args))
-        all_comps += comps
-        summary_rows += set_summary(df, outcome, kmain, args)
         recs = [{**c.to_dict(), "ci": (c.ci_low, c.ci_high)} for c in comps]
         tables.write_tables(recs, COMPARISON_COLUMNS, run.root, f"comparison_{outcome}")
-    tables.write_tables(summary_rows, [("set", "head set"), ("outcome", "outcome"), ("mean", "mean effect"),
-                                       ("ci", "95% CI"), ("d_z", "d_z"), ("p_wilcoxon", "p (Wilcoxon, vs 0)"),
-                                       ("null_percentile", "null pct."), ("p_null", "p (null)")],
+    tables.write_tables([r for r in sweep if r["k"] == kmain],
+                        [("set", "head set"), ("outcome", "outcome"), ("mean", "mean effect"),
+                         ("ci", "95% CI"), ("d_z", "d_z"), ("p_wilcoxon", "p (Wilcoxon, vs 0)"),
+                         ("null_percentile", "null pct."), ("p_null", "p (null)")],
                         run.root, "set_summary")
-    # sweep over k: every named set's mean and CI, and the random null band
-    sweep = []
     for outcome in OUTCOMES:
-        curves, band = {}, ([], [])
-        for k in args.ks:
-            for row in set_summary(df, outcome, k, args):
-                sweep.append(row)
-            wide = df[(df.k == k)].pivot_table(index="example_id", columns="set", values=outcome)
-            null = wide[[c for c in wide.columns if c.startswith("random_matched#")]].mean(axis=0).to_numpy()
-            band[0].append(np.percentile(null, 2.5))
-            band[1].append(np.percentile(null, 97.5))
+        nulls = {k: wide_at(df, outcome, k)[2] for k in args.ks}
+        band = ([np.percentile(nulls[k], 2.5) for k in args.ks], [np.percentile(nulls[k], 97.5) for k in args.ks])
+        curves = {}
         for fam in FAMILIES:
             rows = [r for r in sweep if r["set"] == fam and r["outcome"] == outcome]
             curves[fam] = (np.array([r["mean"] for r in rows]), np.array([r["ci"][0] for r in rows]),
@@ -237,9 +231,8 @@ def main(argv=None) -> Run:
         plots.effect_curves(args.ks, curves, run.path(f"effect_vs_k_{outcome}.png"), null_band=band,
                             title=f"{OUTCOMES[outcome]} vs k ({args.data}, n={df.example_id.nunique()})",
                             ylabel=OUTCOMES[outcome])
-        wide = df[df.k == kmain].pivot_table(index="example_id", columns="set", values=outcome)
-        null = wide[[c for c in wide.columns if c.startswith("random_matched#")]].mean(axis=0).to_numpy()
-        plots.null_histogram(null, {f: float(wide[f"{f}@{kmain}"].mean()) for f in FAMILIES},
+        plots.null_histogram(nulls[kmain], {r["set"]: r["mean"] for r in sweep
+                                            if r["k"] == kmain and r["outcome"] == outcome},
                              run.path(f"null_{outcome}.png"), title=f"random layer-matched null, k={kmain}",
                              xlabel=OUTCOMES[outcome])
     write_csv(run.path("sweep.csv"), pd.DataFrame([{**r, "ci_low": r["ci"][0], "ci_high": r["ci"][1]}

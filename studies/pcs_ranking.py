@@ -182,7 +182,9 @@ def main(argv=None) -> Run:
             overlap.append({"k": k, "set_a": a, "set_b": b, "jaccard": jaccard(fam[a], fam[b]),
                             "shared": len(fam[a] & fam[b])})
         for name, per_ex in [("pcs", scores.with_profile), ("contrast_pcs", scores.contrast)]:
-            mean_j, _ = topk_stability(per_ex, k, users, min(args.n_boot, 200), args.seed)
+            mean_j, freq_k = topk_stability(per_ex, k, users, min(args.n_boot, 200), args.seed)
+            if name == "pcs":
+                freq = freq_k  # kept for the largest k (the loop ends there): the stability heatmap
             stability.append({"k": k, "set": name, "bootstrap_mean_jaccard": mean_j})
     write_json(run.path("top_heads.json"), {"discovery_ids": scores.example_ids, "sets": sets,
                                              "retrieval_heads_threshold_0.1": info["retrieval_heads_at_0.1"]})
@@ -192,7 +194,6 @@ def main(argv=None) -> Run:
                                     ("bootstrap_mean_jaccard", "bootstrap mean Jaccard")], run.root, "stability")
 
     kmax = max(args.top_k)
-    _, freq = topk_stability(scores.with_profile, kmax, users, min(args.n_boot, 200), args.seed)
     top = [(h.layer, h.head) for h in top_heads(scores.pcs, kmax)]
     plots.heatmap(scores.pcs.numpy(), run.path("pcs_heatmap.png"), title=f"PCS (loss increase), {args.data}",
                   label="mean Δ NLL", marked=top)
