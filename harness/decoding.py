@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -25,7 +24,7 @@ import nnsight
 import torch
 
 from .ablation import ablate
-from .arch import family_of
+from .arch import block as decoder_block
 from .heads import HeadSet
 
 SPACES = ("logits", "logprobs")
@@ -179,12 +178,6 @@ def stop_ids(model: Any, extra: Sequence[int] = ()) -> list[int]:
     return sorted(ids)
 
 
-def _block(model: Any, layer: int) -> Any:
-    """Decoder block ``layer`` (its output is the residual stream the steering vector is added to)."""
-    blocks = functools.reduce(getattr, family_of(model.config).layers.split("."), model)
-    return blocks[layer]
-
-
 def forward_step(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *,
                  cache: Any = None, heads: Sequence[HeadSet | str | None] | None = None,
                  steering: Steering | None = None, steer_from: int = 0, use_cache: bool = True,
@@ -200,7 +193,7 @@ def forward_step(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
         if heads is not None and any(h is not None for h in heads):
             ablate(model, list(heads), mode=ablation_mode, reference=reference)
         if steering is not None:
-            block = _block(model, steering.layer)
+            block = decoder_block(model, steering.layer)
             h = block.output
             at = torch.zeros(h.shape[1], dtype=h.dtype, device=h.device)
             at[steer_from:] = 1.0

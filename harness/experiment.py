@@ -14,7 +14,7 @@ from typing import Any
 from .arch import ModelShape
 from .data import Example, Prompt, Split, build_prompt, load_examples, split_discovery_evaluation
 from .models import DEFAULT_MODEL, load_model, model_shape
-from .pcs import Scored, encode
+from .pcs import TokenizedInput, encode
 from .remote import check_deployed, register_harness, require_api_key, resolve_remote, run_with_retry
 
 log = logging.getLogger("harness")
@@ -76,7 +76,7 @@ class Setup:
     def tokenizer(self) -> Any:
         return self.model.tokenizer
 
-    def scored(self, example_id: str, *, profile: bool, max_target_tokens: int) -> Scored:
+    def scored(self, example_id: str, *, profile: bool, max_target_tokens: int) -> TokenizedInput:
         p = self.prompts[example_id]
         return encode(self.tokenizer, p.with_profile if profile else p.without_profile, p.target,
                       max_target_tokens=max_target_tokens)

@@ -24,8 +24,8 @@ from .heads import Head, HeadSet, all_heads
 
 
 @dataclass(frozen=True)
-class Scored:
-    """One tokenized scoring input: prompt ids followed by the gold target ids."""
+class TokenizedInput:
+    """A tokenized input to score: prompt ids followed by the gold target ids."""
 
     ids: torch.Tensor  # [T] long
     n_target: int  # the last n_target ids are the gold output
@@ -35,7 +35,7 @@ class Scored:
         return int(self.ids.shape[0]) - self.n_target
 
 
-def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64) -> Scored:
+def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64) -> TokenizedInput:
     """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without adding special tokens."""
     p = tokenizer(prompt, add_special_tokens=False).input_ids
     t = tokenizer(target, add_special_tokens=False).input_ids[:max_target_tokens]
@@ -43,7 +43,7 @@ def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int =
         raise ValueError("empty gold target: nothing to score")
     if not p:
         raise ValueError("empty prompt")
-    return Scored(torch.tensor(p + t, dtype=torch.long), len(t))
+    return TokenizedInput(torch.tensor(p + t, dtype=torch.long), len(t))
 
 
 def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
@@ -78,7 +78,7 @@ def _min_layer(hs: HeadSet) -> int:
     return hs.heads[0].layer if len(hs) else 10**9
 
 
-def ablated_losses(model: Any, item: Scored, sets: Sequence[HeadSet], *, mode: str = "zero",
+def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *, mode: str = "zero",
                    reference: Reference | None = None, batch_size: int = 16, reuse_prefix: bool = True,
                    remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
@@ -115,7 +115,7 @@ def ablated_losses(model: Any, item: Scored, sets: Sequence[HeadSet], *, mode: s
     return float(clean_loss[0]), out
 
 
-def head_effects(model: Any, item: Scored, heads: Sequence[Head] | HeadSet | None = None, *,
+def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadSet | None = None, *,
                  mode: str = "zero", reference: Reference | None = None, batch_size: int | None = None,
                  reuse_prefix: bool = True, remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
@@ -129,7 +129,7 @@ def head_effects(model: Any, item: Scored, heads: Sequence[Head] | HeadSet | Non
     return clean, losses - clean
 
 
-def head_attributions(model: Any, item: Scored, *, mode: str = "zero", reference: Reference | None = None,
+def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", reference: Reference | None = None,
                       remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Attribution-patching estimate of every head's loss increase from one forward + one backward pass.
 

@@ -18,7 +18,8 @@ import torch
 
 from .data import Example, ProfileItem, build_prompt
 from .data.prompts import _render
-from .decoding import Sampling, Steering, _block, decode, encode
+from .arch import block
+from .decoding import Sampling, Steering, decode, encode
 from .metrics import rouge_batch
 
 CONTINUE_CUE = "Continue this text:\n"
@@ -59,7 +60,7 @@ def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[in
         ids, mask = encode(model.tokenizer, texts[start:start + batch_size])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with model.trace(input_ids=ids, attention_mask=mask, position_ids=pos, remote=remote):
-            saved = nnsight.save([_block(model, layer).output[:, -1].detach() for layer in layers])
+            saved = nnsight.save([block(model, layer).output[:, -1].detach() for layer in layers])
         for layer, value in zip(layers, saved):
             chunks[layer].append(value.float().cpu())
     return {layer: torch.cat(parts) for layer, parts in chunks.items()}
