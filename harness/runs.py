@@ -37,12 +37,18 @@ def slug(text: str) -> str:
 
 
 def atomic_write(path: Path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and ``os.replace``.
+
+    Whatever fails (the write, the fsync, the rename, a kill), ``path`` holds either its old or its new content, and
+    the temporary file is removed. The new file keeps the old one's permissions (0o644 when there was none).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # mkstemp creates 0o600
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
@@ -50,6 +56,12 @@ def atomic_write(path: Path, data: str | bytes) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    with contextlib.suppress(OSError):  # make the rename itself durable; best effort (not every OS opens folders)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return path
 
 
@@ -178,8 +190,17 @@ def _module_name() -> str:
     return spec.name if spec is not None and spec.name else (sys.argv[0] if sys.argv else "?")
 
 
+class CorruptCheckpoint(ValueError):
+    """A complete checkpoint line that is not a record: skipping it would silently drop finished work."""
+
+
 class Checkpoint:
-    """Append-only JSONL of finished units keyed by ``key``; a torn last line (killed mid-write) is ignored."""
+    """Append-only JSONL of finished units keyed by ``key``.
+
+    A torn last line (killed mid-write: no closing newline) is dropped and the file repaired, so appending continues
+    cleanly; that unit is simply redone. Any complete line that does not parse is a ``CorruptCheckpoint`` naming the
+    file and line, never skipped.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -189,11 +210,18 @@ class Checkpoint:
             if text and not text.endswith("\n"):  # killed mid-write: drop the torn tail before appending again
                 text = text[: text.rfind("\n") + 1]
                 atomic_write(self.path, text)
-            for line in text.splitlines():
+            for number, line in enumerate(text.split("\n")[:-1], start=1):
+                if not line.strip():
+                    continue
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+                except json.JSONDecodeError as e:
+                    raise CorruptCheckpoint(
+                        f"{self.path}:{number}: corrupt checkpoint line ({e.msg}): {line[:80]!r}; "
+                        "repair or delete that line, or rerun with --fresh") from None
+                if not isinstance(rec, dict) or "key" not in rec:
+                    raise CorruptCheckpoint(f"{self.path}:{number}: checkpoint line is not a record with a 'key': "
+                                            f"{line[:80]!r}; repair or delete the line, or rerun with --fresh")
                 self.records[rec["key"]] = rec
 
     def __contains__(self, key: str) -> bool:

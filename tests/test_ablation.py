@@ -2,6 +2,7 @@
 
 import random
 
+import nnsight
 import pytest
 import torch
 
@@ -114,6 +115,7 @@ def test_positions_limit_the_ablation(smollm):
     assert not torch.allclose(last_only[0, -1], clean[0, -1])
 
 
+@pytest.mark.filterwarnings("ignore:.*was never reached")  # the open step loop ends this way
 def test_ablation_applies_at_every_generation_step(smollm):
     heads = HeadSet.parse("L0H0-8,L5H2")
     shape = shape_of(smollm.config)
@@ -128,18 +130,36 @@ def test_ablation_applies_at_every_generation_step(smollm):
     assert torch.equal(ids[0], want[0])
 
 
-def test_generated_only_leaves_the_prompt_pass_alone(smollm):
-    heads = HeadSet.parse("L0H0-8,L1H0-8")
-    with smollm.generate(max_new_tokens=4, do_sample=False) as tracer:
+def _generated(model, heads, steps: int = 4, **kwargs):
+    """Each step's last-position logits and the greedy ids, ``heads`` ablated by ablate_generation (None: clean).
+
+    Nothing runs after an open step loop in its invoke, so the logits and the ids are read in invokes of their own.
+    """
+    with model.generate(max_new_tokens=steps, min_new_tokens=steps, do_sample=False) as tracer:
         with tracer.invoke(PROMPT):
-            ablate_generation(smollm, tracer, heads, generated_only=True)
+            if heads is not None:
+                ablate_generation(model, tracer, heads, **kwargs)
+        with tracer.invoke():
+            step_logits = nnsight.save(list())
+            for _ in tracer.all():
+                step_logits.append(model.lm_head.output[0, -1])
         with tracer.invoke():
             ids = tracer.result.save()
-    enc = smollm.tokenizer(PROMPT, return_tensors="pt")
-    with torch.no_grad():
-        clean = smollm._module.generate(**enc, max_new_tokens=4, do_sample=False)
-    n = enc.input_ids.shape[1]
-    assert ids[0, n] == clean[0, n]  # first new token comes from the unablated prompt pass
+    return torch.stack(step_logits), ids
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")  # the open step loops end this way
+def test_generated_only_ablates_every_new_token_but_not_the_prompt_pass(smollm):
+    heads = HeadSet.parse("L0H0-8,L1H0-8")
+    got, ids = _generated(smollm, heads, generated_only=True)
+    clean, clean_ids = _generated(smollm, None)
+    every_step, _ = _generated(smollm, heads)
+    assert got.shape == clean.shape == (4, len(smollm.tokenizer))
+    n = smollm.tokenizer(PROMPT, return_tensors="pt").input_ids.shape[1]
+    assert torch.equal(got[0], clean[0]) and ids[0, n] == clean_ids[0, n]  # the prompt pass is left alone
+    assert not torch.allclose(every_step[0], clean[0])  # ... though these heads do move it when ablated there
+    for step in range(1, 4):  # and every new token's pass is ablated
+        assert not torch.allclose(got[step], clean[step]), step
 
 
 def test_mean_ablation_without_reference_is_an_error(smollm):

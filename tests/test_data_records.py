@@ -1,3 +1,5 @@
+from dataclasses import FrozenInstanceError
+
 import pytest
 
 from harness.data.records import DataError, Example, ProfileItem
@@ -34,5 +36,5 @@ def test_profile_item_with_empty_text_is_rejected():
 
 
 def test_records_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError, match="cannot assign to field 'input'"):
         _example().input = "changed"

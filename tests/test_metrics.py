@@ -66,6 +66,7 @@ def test_score_examples_reports_the_meteor_variant():
     assert set(rows[0]) == {"rouge1", "rougeL", "meteor", "meteor_variant"}
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2
 def test_sentence_embeddings_are_unit_norm_and_deterministic():
     texts = ["The cat sat on the mat.", "Quarterly revenue rose by four percent."]
     first = metrics.sentence_embeddings(texts)
@@ -75,6 +76,7 @@ def test_sentence_embeddings_are_unit_norm_and_deterministic():
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2
 def test_style_similarity_prefers_the_users_own_style():
     cooking = ["I slow-roasted the tomatoes with garlic and basil.", "My sourdough needs a longer proof."]
     finance = ["Bond yields climbed after the central bank meeting.", "Equities sold off into the close."]
@@ -83,11 +85,13 @@ def test_style_similarity_prefers_the_users_own_style():
     assert to_cooking > to_finance + 0.1
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2
 def test_style_similarity_to_a_single_identical_item_is_one():
     text = "Honestly, the sequel was better than the original."
     assert metrics.style_similarity([text], [[text]])[0] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2
 def test_style_similarity_of_empty_text_is_zero():
     assert metrics.style_similarity([""], [["some profile text"]]) == [0.0]
 

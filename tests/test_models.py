@@ -1,5 +1,8 @@
 """Model registry and one-time GGUF materialization."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -29,20 +32,67 @@ def test_materialized_folder_is_plain_and_reused(smollm):
     assert load_model("smollm2-135m") is smollm  # one copy per process
 
 
-def test_materialize_into_empty_cache_writes_atomically(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+class Boom(RuntimeError):
+    """The failure a test injects into materialization."""
 
-    class Boom(RuntimeError):
-        pass
 
-    def failing_locate():
-        raise Boom()
+class StubTokenizer:
+    """Stands in for the GGUF's tokenizer: writes one file, or fails when told to."""
 
-    from harness.provision import GGUFSource
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
 
+    def save_pretrained(self, folder) -> None:
+        if self.fail:
+            raise Boom("tokenizer could not be written")
+        (Path(folder) / "tokenizer.json").write_text("{}")
+
+
+def _tiny_source(tmp_path, monkeypatch, tokenizer: StubTokenizer):
+    """A GGUF source whose 'dequantized' model is a tiny random Llama (no real GGUF is read)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import harness.provision as provision
+
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)
+    monkeypatch.setattr(provision, "load_gguf", lambda path: (LlamaForCausalLM(cfg).eval(), tokenizer))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    return provision.GGUFSource("tiny", lambda: gguf, "test")
+
+
+@pytest.mark.parametrize("fail_at", ["tokenizer", "replace"])
+def test_materialize_failing_after_the_weights_are_written_leaves_no_folder_and_no_temporary(
+        tmp_path, monkeypatch, fail_at):
+    import harness.provision as provision
+
+    source = _tiny_source(tmp_path, monkeypatch, StubTokenizer(fail=fail_at == "tokenizer"))
+    written = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        written.extend(p.name for p in Path(src).iterdir())  # the temporary folder was complete up to here
+        if fail_at == "replace":
+            raise Boom("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(provision.os, "replace", replace)
     with pytest.raises(Boom):
-        materialize(GGUFSource("broken", failing_locate, "test"))
-    assert not (tmp_path / "models" / "broken").exists()
+        materialize(source)
+    models = tmp_path / "cache" / "models"
+    assert not (models / "tiny").exists()
+    assert list(models.iterdir()) == []  # the temporary folder is gone too
+    if fail_at == "replace":
+        assert {"model.safetensors", "tokenizer.json", MARKER} <= set(written)
+
+
+def test_materialize_renames_a_complete_folder_into_place(tmp_path, monkeypatch):
+    folder = materialize(_tiny_source(tmp_path, monkeypatch, StubTokenizer()))
+    assert folder == tmp_path / "cache" / "models" / "tiny"
+    assert {"model.safetensors", "config.json", "tokenizer.json", MARKER} <= {p.name for p in folder.iterdir()}
+    assert [p.name for p in folder.parent.iterdir()] == ["tiny"]
 
 
 @pytest.mark.slow

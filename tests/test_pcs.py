@@ -6,23 +6,32 @@ import torch
 from harness.ablation import head_means
 from harness.arch import shape_of
 from harness.heads import Head, HeadSet, all_heads
-from harness.pcs import PCSScores, encode, head_attributions, head_effects, target_nll, top_heads
+from harness.pcs import PCSScores, encode, head_attributions, head_effects, top_heads
 from reference_hooks import hooked_ablation
 
 PROMPT = "The user writes about gardening and tomatoes. Write a note:"
 TARGET = " My tomatoes are ripe and the basil loves the sun."
 
 
+def gold_nll(logits, item):
+    """Mean NLL of the gold target, sliced by hand (not harness.pcs.target_nll): position t's logits score token t+1."""
+    positions = torch.arange(item.n_prompt - 1, item.ids.shape[0] - 1)  # [n_target] positions predicting the target
+    logprobs = logits[0, positions].double().log_softmax(-1)  # [n_target, V]
+    gold = item.ids[positions + 1]  # [n_target] = the last n_target ids
+    assert torch.equal(gold, item.ids[-item.n_target:])
+    return -logprobs.gather(-1, gold[:, None]).mean()
+
+
 def brute_force(model, item, heads, replacement=None):
     """One forward per head with a plain pre-hook: the paper code's naive loop, done right (projection input)."""
     hf, d = model._module, shape_of(model.config).head_dim
     with torch.no_grad():
-        clean = target_nll(hf(input_ids=item.ids[None]).logits, item.ids[None], item.n_target)[0]
+        clean = gold_nll(hf(input_ids=item.ids[None]).logits, item)
     out = []
     for h in heads:
         with hooked_ablation(hf, {h.layer: [h.head]}, d, replacement), torch.no_grad():
-            out.append(target_nll(hf(input_ids=item.ids[None]).logits, item.ids[None], item.n_target)[0] - clean)
-    return clean, torch.stack(out)
+            out.append(gold_nll(hf(input_ids=item.ids[None]).logits, item) - clean)
+    return clean, torch.stack(out).float()
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
@@ -90,7 +99,7 @@ def test_attribution_matches_finite_difference(tiny64):
         handle = out_proj(hf, h.layer).register_forward_pre_hook(pre)
         try:
             with torch.no_grad():
-                return target_nll(hf(input_ids=ids).logits, ids, item.n_target)[0]
+                return gold_nll(hf(input_ids=ids).logits, item)
         finally:
             handle.remove()
 

@@ -244,18 +244,21 @@ def _rejection_rates(effect: float, user_sd: float, seed0: int) -> dict[str, flo
     return {k: v / N_SIM for k, v in hits.items()}
 
 
+@pytest.mark.slow  # N_SIM simulated studies, each with bootstraps and permutations
 def test_calibration_null_rejects_at_nominal_rate():
     rates = _rejection_rates(effect=0.0, user_sd=1.0, seed0=1000)
     for key in ("wilcoxon", "permutation", "cluster_ci"):
         assert abs(rates[key] - ALPHA) <= TOL, (key, rates)
 
 
+@pytest.mark.slow  # N_SIM simulated studies, each with bootstraps and permutations
 def test_calibration_real_effect_rejects_often():
     rates = _rejection_rates(effect=1.5, user_sd=1.0, seed0=2000)  # user-level d_z = 1.5 / sqrt(2 + 2/3), about 0.9
     for key in ("wilcoxon", "permutation", "cluster_ci"):
         assert rates[key] >= 0.9, (key, rates)
 
 
+@pytest.mark.slow  # N_SIM simulated studies, each with bootstraps and permutations
 def test_ignoring_strong_user_clustering_over_rejects_while_clustered_stats_do_not():
     rates = _rejection_rates(effect=0.0, user_sd=2.0, seed0=3000)
     assert rates["ordinary_ci"] > ALPHA + 2 * TOL, rates

@@ -5,16 +5,18 @@ import random
 
 import bm25s
 
+from ..logs import quieted
 from .records import DataError, Example, ProfileItem
 
 METHODS = ("bm25", "recency", "random")
 
 
 def _bm25_scores(texts: list[str], query: str) -> list[float]:
-    """BM25 score of each text for the query (bm25s, English stopwords)."""
+    """BM25 score of each text for the query (bm25s, English stopwords); prints nothing (see harness.logs)."""
     corpus = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
     retriever = bm25s.BM25()
-    retriever.index(corpus, show_progress=False)
+    with quieted("bm25s"):  # bm25s logs "Building index from tokens" at DEBUG on a logger it sets to DEBUG
+        retriever.index(corpus, show_progress=False)
     query_tokens = bm25s.tokenize(query, stopwords="en", return_ids=False, show_progress=False)[0]
     if not query_tokens:
         return [0.0] * len(texts)

@@ -1,0 +1,89 @@
+"""Quiet runs: third-party chatter is silenced by harness.logs.configure and comes back with verbose=True."""
+
+import logging
+import sys
+import warnings
+
+import pytest
+
+from harness import logs
+from harness.data.records import Example, ProfileItem
+from harness.data.retrieval import select_profile
+
+NEVER_REACHED = ("'model.model.layers.0.self_attn.o_proj.input.i4' was never reached: the loop asked for a step "
+                 "the run did not make, so it was cut short")
+
+
+def _example() -> Example:
+    profile = tuple(ProfileItem(f"note {i} about taxes, jobs and the economy", {}, i) for i in range(5))
+    return Example("ex1", "alice", "Write about the tax plan.", "Taxes will fall.", profile, "t", "train")
+
+
+@pytest.fixture
+def logging_state():
+    """Give each test the process's logging, warning filters and progress-bar state back as it found them."""
+    from transformers.utils import logging as hf_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    own = {name: logging.getLogger(name).level for name in logs.OWN_LOGGERS}
+    bars = hf_logging.is_progress_bar_enabled()
+    with warnings.catch_warnings():
+        yield
+    root.handlers[:], root.level = handlers, level
+    for name, lvl in own.items():
+        logging.getLogger(name).setLevel(lvl)
+    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+    logs._verbose = False
+
+
+def test_bm25_retrieval_prints_nothing_even_when_the_app_logs_everything(capfd, logging_state):
+    root = logging.getLogger()
+    root.addHandler(logging.StreamHandler(sys.stderr))  # an application that logs at DEBUG (capfd sees it)
+    root.setLevel(logging.DEBUG)
+    picked = select_profile(_example(), k=2)
+    assert len(picked) == 2
+    assert capfd.readouterr() == ("", "")
+
+
+def test_configure_keeps_harness_lines_and_warnings_and_drops_third_party_info(capfd, logging_state):
+    logs.configure()
+    logging.getLogger("harness.data").info("harness says hello")
+    logging.getLogger("absl").info("Using default tokenizer.")  # rouge-score's line per scorer
+    logging.getLogger("bm25s").debug("Building index from tokens")
+    logging.getLogger("urllib3").warning("a third-party warning still shows")
+    select_profile(_example(), k=2)
+    err = capfd.readouterr().err
+    assert err.splitlines() == ["harness says hello", "a third-party warning still shows"]
+    with warnings.catch_warnings(record=True) as seen:  # keeps the filters configure() installed
+        warnings.warn(NEVER_REACHED, UserWarning)
+        warnings.warn("an unrelated warning", UserWarning)
+    assert [str(w.message) for w in seen] == ["an unrelated warning"]
+
+
+def test_verbose_brings_the_third_party_detail_back(capfd, logging_state):
+    logs.configure(verbose=True)
+    select_profile(_example(), k=2)
+    logging.getLogger("absl").info("Using default tokenizer.")
+    err = capfd.readouterr().err
+    assert "bm25s DEBUG: Building index from tokens" in err
+    assert "absl INFO: Using default tokenizer." in err
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.warn(NEVER_REACHED, UserWarning)
+    assert [str(w.message) for w in seen] == [NEVER_REACHED]
+
+
+def test_configure_twice_installs_one_handler(logging_state):
+    logs.configure()
+    logs.configure(verbose=True)
+    logs.configure()
+    assert sum(h.get_name() == "harness.logs" for h in logging.getLogger().handlers) == 1
+
+
+def test_configure_turns_off_transformers_progress_bars(logging_state):
+    from transformers.utils import logging as hf_logging
+
+    logs.configure()
+    assert not hf_logging.is_progress_bar_enabled()
+    logs.configure(verbose=True)
+    assert hf_logging.is_progress_bar_enabled()

@@ -1,0 +1,185 @@
+"""Crash safety of harness.runs: JSONL checkpoints recover a torn tail and refuse corruption; atomic_write never
+leaves a half-written file or a temporary behind, whichever step fails."""
+
+import json
+import os
+
+import pytest
+
+from harness import runs
+from harness.runs import Checkpoint, CorruptCheckpoint, atomic_write
+
+
+def _lines(*records: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _leftovers(folder) -> list[str]:
+    """Files in ``folder`` other than the ones a test wrote on purpose (atomic_write's temporaries start with '.')."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# -- Checkpoint ---------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_records_survive_a_reopen(tmp_path):
+    path = tmp_path / "units.jsonl"
+    first = Checkpoint(path)
+    first.add("a", loss=1.5)
+    first.add("b", loss=[1, 2])
+    again = Checkpoint(path)
+    assert len(again) == 2 and "a" in again and again.get("b") == {"key": "b", "loss": [1, 2]}
+
+
+def test_torn_last_line_is_dropped_and_the_file_repaired_so_appending_continues(tmp_path):
+    path = tmp_path / "units.jsonl"
+    path.write_text(_lines({"key": "a", "v": 1}, {"key": "b", "v": 2}) + '{"key": "c", "v"')  # killed mid-write
+    cp = Checkpoint(path)
+    assert sorted(cp.records) == ["a", "b"]
+    assert path.read_text() == _lines({"key": "a", "v": 1}, {"key": "b", "v": 2})  # torn tail gone on disk
+    cp.add("c", v=3)
+    assert sorted(Checkpoint(path).records) == ["a", "b", "c"]
+    assert path.read_text().endswith('{"key": "c", "v": 3}\n')
+
+
+def test_a_file_holding_only_a_torn_line_opens_empty(tmp_path):
+    path = tmp_path / "units.jsonl"
+    path.write_text('{"key": "a"')
+    assert len(Checkpoint(path)) == 0 and path.read_text() == ""
+
+
+def test_corrupt_middle_line_is_an_error_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "units.jsonl"
+    path.write_text(_lines({"key": "a"}) + "{not json}\n" + _lines({"key": "c"}))
+    with pytest.raises(CorruptCheckpoint, match=rf"{path}:2: corrupt checkpoint line .*--fresh"):
+        Checkpoint(path)
+    assert path.read_text().count("\n") == 3  # nothing rewritten or dropped
+
+
+def test_corrupt_last_complete_line_is_an_error_too(tmp_path):
+    path = tmp_path / "units.jsonl"
+    path.write_text(_lines({"key": "a"}) + '{"key": "b", "v": 2\n')  # complete (newline-terminated) yet corrupt
+    with pytest.raises(CorruptCheckpoint, match=rf"{path}:2:"):
+        Checkpoint(path)
+
+
+def test_line_without_a_key_is_an_error(tmp_path):
+    path = tmp_path / "units.jsonl"
+    path.write_text(_lines({"key": "a"}, {"loss": 1.0}))
+    with pytest.raises(CorruptCheckpoint, match=rf"{path}:2: .*'key'"):
+        Checkpoint(path)
+
+
+def test_corrupt_checkpoint_is_a_value_error(tmp_path):
+    assert issubclass(CorruptCheckpoint, ValueError)
+
+
+# -- atomic_write -------------------------------------------------------------------------------------------------
+
+
+class Injected(OSError):
+    """The failure a test injects into one step of atomic_write."""
+
+
+def _fail(*args, **kwargs):
+    raise Injected("injected failure")
+
+
+class FailingFile:
+    """The file object os.fdopen returns, with a write that dies halfway through (after writing some bytes)."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        self._f.write(data[: len(data) // 2])
+        self._f.flush()
+        raise Injected("disk full halfway through")
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._f.__exit__(*exc)
+
+
+def _inject(monkeypatch, step: str) -> None:
+    if step == "write":
+        real = os.fdopen
+        monkeypatch.setattr(runs.os, "fdopen", lambda *a, **k: FailingFile(real(*a, **k)))
+    elif step == "fsync":
+        monkeypatch.setattr(runs.os, "fsync", _fail)
+    elif step == "replace":
+        monkeypatch.setattr(runs.os, "replace", _fail)
+    else:
+        raise ValueError(step)
+
+
+@pytest.mark.parametrize("step", ["write", "fsync", "replace"])
+def test_failure_at_any_step_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch, step):
+    path = tmp_path / "table.csv"
+    path.write_text("old,content\n")
+    _inject(monkeypatch, step)
+    with pytest.raises(Injected):
+        atomic_write(path, "new,content,that,is,longer\n" * 100)
+    assert path.read_text() == "old,content\n"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("step", ["write", "fsync", "replace"])
+def test_failure_on_a_first_write_leaves_no_file_at_all(tmp_path, monkeypatch, step):
+    path = tmp_path / "sub" / "manifest.json"
+    _inject(monkeypatch, step)
+    with pytest.raises(Injected):
+        atomic_write(path, b'{"seed": 0}')
+    assert not path.exists()
+    assert list(path.parent.iterdir()) == []
+
+
+def test_failing_folder_fsync_after_the_rename_still_leaves_the_new_file(tmp_path, monkeypatch):
+    path = tmp_path / "table.csv"
+    path.write_text("old\n")
+    calls, real_fsync = [], os.fsync
+
+    def fsync_file_then_fail(fd):
+        calls.append(fd)
+        if len(calls) > 1:  # the folder's fsync, after os.replace
+            raise Injected("folder fsync failed")
+        real_fsync(fd)
+
+    monkeypatch.setattr(runs.os, "fsync", fsync_file_then_fail)
+    atomic_write(path, "new\n")
+    assert len(calls) == 2
+    assert path.read_text() == "new\n" and _leftovers(tmp_path) == []
+
+
+def test_kill_between_write_and_replace_leaves_the_old_file(tmp_path, monkeypatch):
+    """A KeyboardInterrupt (or any BaseException) at the rename is cleaned up like an error."""
+    path = tmp_path / "table.csv"
+    path.write_text("old\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, "new\n")
+    assert path.read_text() == "old\n" and _leftovers(tmp_path) == []
+
+
+def test_success_replaces_the_content_and_keeps_the_permissions(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    assert atomic_write(path, "new\n") == path
+    assert path.read_text() == "new\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_a_new_file_is_world_readable_not_mkstemps_private_mode(tmp_path):
+    path = atomic_write(tmp_path / "new.json", b"{}")
+    assert path.stat().st_mode & 0o777 == 0o644
