@@ -1,11 +1,14 @@
 """DPS decoding speed vs plain greedy HF ``generate`` on the same prompts and length, and vs the naive two-pass DPS.
 
     python -m benchmarks.dps_speed [--model smollm2-135m] [--prompts 4] [--tokens 32] [--repeats 3] [--threads N]
+        [--prompt-tokens 1024]
 
 DPS runs both branches as one batched forward per step (2 x prompts rows, heads ablated in the masked half, one
-KV cache); the naive variant runs two forwards per step, each with its own cache. Each DPS variant is timed
-alternately with plain generate (benchmarks.common.time_pair). Prints tokens/s and the ratio DPS / generate
-(target >= 0.6 on CPU).
+KV cache); the naive variant runs two forwards per step, each with its own cache. Prompt-once DPS ablates only at the
+positions that predict generated tokens (``ablate_positions="target"``), so the prompt runs once for both branches.
+Each DPS variant is timed alternately with plain generate (benchmarks.common.time_pair). Prints tokens/s and the
+ratio DPS / generate (target >= 0.6 on CPU). ``--prompt-tokens N`` prefixes each request with a user profile so
+that every prompt has about N tokens (study v2 uses 1024).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--heads", default="L3H1,L3H4,L10H0,L17H2,L25H8")
     ap.add_argument("--gamma", type=float, default=0.5)
+    ap.add_argument("--prompt-tokens", type=int, default=0, help="pad each prompt to ~N tokens with a profile")
+    ap.add_argument("--variants", default="dps,naive,prompt_once", help="DPS variants to time against generate")
     args = ap.parse_args(argv)
     if not 1 <= args.prompts <= len(PROMPTS):
         raise SystemExit(f"--prompts must be in 1..{len(PROMPTS)}")
@@ -49,8 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_grad_enabled(False)
     model = load_model(args.model)
     hf, tok = hf_module(model), model.tokenizer
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-               for p in PROMPTS[: args.prompts]]
+    prompts = [with_profile(tok, p, args.prompt_tokens) for p in PROMPTS[: args.prompts]]
     heads = HeadSet.parse(args.heads)
     ids, mask = encode(tok, prompts)
     steps: dict[str, int] = {}
@@ -59,31 +63,47 @@ def main(argv: list[str] | None = None) -> dict:
         hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
                     do_sample=False, pad_token_id=tok.pad_token_id)
 
-    def dps(fused: bool) -> None:
+    variants = {"dps": ("DPS, one batched forward/step", dict(fused=True)),
+                "naive": ("DPS naive, two forwards/step", dict(fused=False)),
+                "prompt_once": ("DPS prompt once (target positions)", dict(fused=True, ablate_positions="target"))}
+
+    def dps(**kwargs) -> None:
         out = decode(model, prompts, heads=heads, contrast=Contrast(gamma=args.gamma), max_new_tokens=args.tokens,
-                     fused=fused)
+                     **kwargs)
         steps["dps_steps"] = out.steps
 
-    t_fused, t_plain_a = time_pair(lambda: dps(True), plain, repeats=args.repeats, warmup=1)
-    n_fused = steps["dps_steps"]
-    t_naive, t_plain_b = time_pair(lambda: dps(False), plain, repeats=args.repeats, warmup=1)
-    n_naive = steps["dps_steps"]
     n = args.prompts
-    tps = {"generate_a": n * args.tokens / t_plain_a, "dps": n * n_fused / t_fused,
-           "generate_b": n * args.tokens / t_plain_b, "naive": n * n_naive / t_naive}
-    result = {"model": args.model, "prompts": n, "tokens": args.tokens, "dps_steps": n_fused, "threads":
-              torch.get_num_threads(), "heads": str(heads), "gamma": args.gamma, "tokens_per_s": tps,
-              "ratio_dps": tps["dps"] / tps["generate_a"], "ratio_naive": tps["naive"] / tps["generate_b"]}
-    print(f"model {args.model}, {n} prompts x {args.tokens} new tokens, {len(heads)} heads, gamma {args.gamma}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    if n_fused < args.tokens:
-        print(f"note: every DPS row stopped after {n_fused} steps; tokens/s counts the steps actually run")
-    print(f"plain HF generate (greedy)     : {tps['generate_a']:7.1f} tok/s")
-    print(f"DPS, one batched forward/step  : {tps['dps']:7.1f} tok/s   ratio {result['ratio_dps']:.3f} "
-          f"(target >= 0.6)")
-    print(f"plain HF generate (2nd pairing): {tps['generate_b']:7.1f} tok/s")
-    print(f"DPS naive, two forwards/step   : {tps['naive']:7.1f} tok/s   ratio {result['ratio_naive']:.3f}")
+    result = {"model": args.model, "prompts": n, "tokens": args.tokens, "prompt_tokens": int(ids.shape[1]),
+              "threads": torch.get_num_threads(), "heads": str(heads), "gamma": args.gamma, "tokens_per_s": {}}
+    print(f"model {args.model}, {n} prompts of {ids.shape[1]} tokens (left-padded) x {args.tokens} new tokens, "
+          f"{len(heads)} heads, gamma {args.gamma}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    for name in args.variants.split(","):
+        label, kwargs = variants[name]
+        t_dps, t_plain = time_pair(lambda: dps(**kwargs), plain, repeats=args.repeats, warmup=1)
+        tps_plain, tps_dps = n * args.tokens / t_plain, n * steps["dps_steps"] / t_dps
+        result["tokens_per_s"][name] = tps_dps
+        result["tokens_per_s"][f"generate_{name}"] = tps_plain
+        result[f"ratio_{name}"] = tps_dps / tps_plain
+        if steps["dps_steps"] < args.tokens:
+            print(f"note: every {name} row stopped after {steps['dps_steps']} steps; tokens/s counts steps run")
+        print(f"plain HF generate (greedy)          : {tps_plain:7.1f} tok/s")
+        print(f"{label:<36}: {tps_dps:7.1f} tok/s   ratio {result[f'ratio_{name}']:.3f}")
     return result
+
+
+def with_profile(tok, request: str, prompt_tokens: int) -> str:
+    """The chat prompt of ``request``, after a user profile sized so the prompt has about ``prompt_tokens`` tokens
+    (0: no profile)."""
+    def chat(profile: str | None) -> str:
+        content = request if profile is None else f"Profile of the user (earlier writing):\n{profile}\n\n{request}"
+        return tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                       tokenize=False)
+
+    if not prompt_tokens:
+        return chat(None)
+    unit = tok(" ".join(PROMPTS) + " ", add_special_tokens=False).input_ids
+    room = max(prompt_tokens - len(tok(chat(""), add_special_tokens=False).input_ids), 0)
+    return chat(tok.decode((unit * (room // len(unit) + 1))[:room]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What every study does first: parse the shared options, load model and data, split, build prompts.
+"""What every study does first and last: open its run folder, load model and data, split, build prompts; the manifest.
 
 Studies share one discovery/evaluation split (same data, n, seed, eval fraction): heads are ranked on discovery
 examples only, and every ablation or decoding measurement is made on evaluation examples.
@@ -6,60 +6,28 @@ examples only, and every ablation or decoding measurement is made on evaluation 
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from .ablation import Reference, head_means
 from .arch import ModelShape
-from .data import Example, Prompt, Split, build_prompt, load_examples, split_discovery_evaluation
-from .models import DEFAULT_MODEL, load_model, model_shape
+from .config import ConfigError, StudyConfig
+from .data import (Example, Prompt, Split, assert_not_used_for_ranking, build_prompt, load_examples,
+                   split_discovery_evaluation, with_other_user)
+from .data.prompts import FRAMINGS
+from .decoding import decode
+from .logs import configure as configure_logging
+from .metrics import continues_text
+from .models import load_model, model_shape
 from .pcs import TokenizedInput, encode
 from .remote import check_deployed, register_harness, require_api_key, resolve_remote, run_with_retry
+from . import signal, tables
+from .runs import Run, write_csv
 
 log = logging.getLogger("harness")
-
-# Presets: "quick" finishes in minutes on 2 CPU cores; "full" is the configuration whose results are committed.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"n": 8, "max_prompt_tokens": 128, "max_target_tokens": 16, "k_profile": 2, "method": "attribution",
-              "check_exact": 1, "n_random": 20, "n_random_other": 5, "ks": [1, 3, 5], "max_new_tokens": 12,
-              "retrieval_prompts": 2, "induction_sequences": 4},
-    "full": {"n": 32, "max_prompt_tokens": 160, "max_target_tokens": 24, "k_profile": 2, "method": "attribution",
-             "check_exact": 4, "n_random": 100, "n_random_other": 10, "n_unmatched": 10, "ks": [1, 3, 10],
-             "max_new_tokens": 24, "retrieval_prompts": 8, "induction_sequences": 16},
-}
-
-
-def common_args(description: str) -> argparse.ArgumentParser:
-    """The options every study takes (a preset fills the defaults; explicit flags win)."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="registry name, HF repo id or local folder")
-    ap.add_argument("--data", default="conventions2012", help="dataset name or path to a LongLaMP-schema JSON(L)")
-    ap.add_argument("--split", default="train", help="dataset split to draw examples from")
-    ap.add_argument("--n", type=int, help="examples drawn in total (split into discovery and evaluation)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-fraction", type=float, default=0.5)
-    ap.add_argument("--by-user", action="store_true", help="split by user instead of by example")
-    ap.add_argument("--k-profile", type=int, help="profile items retrieved into the prompt (BM25)")
-    ap.add_argument("--max-prompt-tokens", type=int)
-    ap.add_argument("--max-target-tokens", type=int)
-    ap.add_argument("--ks", type=int, nargs="+", help="head-set sizes (top-k) used by the studies")
-    ap.add_argument("--max-new-tokens", type=int, help="generation length")
-    ap.add_argument("--remote", default="false",
-                    help="false (local), local (nnsight serialization check), ndif/true (NDIF_HOST), or a host URL")
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--fresh", action="store_true", help="discard a previous run's checkpoints in the folder")
-    return ap
-
-
-def finish_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from the preset."""
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    return args
-
 
 @dataclass
 class Setup:
@@ -71,15 +39,25 @@ class Setup:
     examples: list[Example]
     split: Split
     prompts: dict[str, Prompt] = field(default_factory=dict)
+    max_target_tokens: int = 64
+    signal: list[dict] = field(default_factory=list)  # harness.signal rows, measured by start()
+    ablation: dict = field(default_factory=lambda: {"mode": "zero"})  # mode and reference every ablation uses
+    chat: bool = True  # prompts rendered with the tokenizer's chat template
+    framing: str = "prefill"  # prefill: the answer starts with the text's lead; instruction: it starts empty
+
+    def prompt_tokens(self) -> dict[str, dict]:
+        """Per example, the token counts of its prompt variants (and of the own and other profile blocks)."""
+        return {i: p.n_tokens for i, p in self.prompts.items() if p.n_tokens}
 
     @property
     def tokenizer(self) -> Any:
         return self.model.tokenizer
 
-    def scored(self, example_id: str, *, profile: bool, max_target_tokens: int) -> TokenizedInput:
+    def tokenized(self, example_id: str, condition: str) -> TokenizedInput:
+        """The example's prompt in ``condition`` (``own``: the user's profile; ``none``: no profile) and its gold
+        target, tokenized for scoring."""
         p = self.prompts[example_id]
-        return encode(self.tokenizer, p.with_profile if profile else p.without_profile, p.target,
-                      max_target_tokens=max_target_tokens)
+        return encode(self.tokenizer, p.text(condition), p.target, max_target_tokens=self.max_target_tokens)
 
     def call(self, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
         """Run one unit of work (one remote job when remote), retrying transient remote failures."""
@@ -87,33 +65,123 @@ class Setup:
             return run_with_retry(lambda: fn(*args, **kwargs), what=what)
         return fn(*args, **kwargs)
 
-    def split_record(self) -> dict:
-        return self.split.manifest()
+
+def resolve_chat(setting: str, tokenizer: Any) -> bool:
+    """``on`` / ``off``, or for ``auto`` whether the tokenizer has a chat template (base models such as Gemma-3-270M
+    and the hosted base Llamas have none: their prompts are plain text)."""
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"--chat {setting!r}: choose auto, on or off")
+    has = getattr(tokenizer, "chat_template", None) is not None
+    if setting == "on" and not has:
+        raise ConfigError("--chat on, but the tokenizer has no chat template; use --chat auto or off")
+    return has if setting == "auto" else setting == "on"
 
 
-def prepare(args: argparse.Namespace) -> Setup:
-    """Load model and data, draw the shared split, and build every prompt (with and without profile)."""
-    remote = resolve_remote(args.remote)
+def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
+    """Load model and data, draw the shared split, and build every prompt variant (``framing``: default the
+    config's; ``auto`` is resolved by ``start``)."""
+    remote = resolve_remote(cfg.remote)
     if remote and remote != "local":
         require_api_key(remote)
     if remote:
         register_harness()
-    model = load_model(args.model, remote=bool(remote) and remote != "local")
+    model = load_model(cfg.model, remote=bool(remote) and remote != "local")
     if remote and remote != "local":
         check_deployed(model.repo_id, remote)
-    shape = model_shape(model, args.model)
-    examples = load_examples(args.data, args.split, n=args.n, seed=args.seed)
-    split = split_discovery_evaluation(examples, eval_fraction=args.eval_fraction, seed=args.seed,
-                                       by_user=args.by_user)
-    prompts = {e.example_id: build_prompt(e, model.tokenizer, max_prompt_tokens=args.max_prompt_tokens,
-                                          k=args.k_profile, seed=args.seed) for e in examples}
-    log.info("%s on %s: %d examples (%d discovery / %d evaluation), %d users", shape, args.data, len(examples),
-             len(split.discovery), len(split.evaluation), len({e.user_id for e in examples}))
-    return Setup(model, shape, remote, examples, split, prompts)
+    shape = model_shape(model, cfg.model)
+    examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed)
+    if cfg.n is not None and len(examples) < cfg.n:
+        raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")
+    split = split_discovery_evaluation(examples, eval_fraction=cfg.eval_fraction, seed=cfg.seed, by_user=cfg.by_user)
+    chat = resolve_chat(cfg.chat, model.tokenizer)
+    framing = framing or cfg.framing
+    setup = Setup(model, shape, remote, examples, split, {}, cfg.max_target_tokens, chat=chat, framing=framing)
+    if framing == "auto":
+        return setup  # start() chooses the framing on discovery data, then builds the prompts
+    prompts = {e.example_id: build_prompt(e, model.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens,
+                                          k=cfg.k_profile, retrieval=cfg.retrieval, seed=cfg.seed, chat=chat,
+                                          framing=framing) for e in examples}
+    if "other" in cfg.conditions:  # donors from the same side of the split: no user crosses it through a twin
+        for name, side in (("discovery", split.discovery), ("evaluation", split.evaluation)):
+            if len({e.user_id for e in side}) < 2:
+                raise ConfigError(f"the {name} split holds {len({e.user_id for e in side})} user(s): the other-user "
+                                  "prompt needs two; use --no-by-user, more --n, or --conditions own none")
+            for e in side:
+                prompts[e.example_id] = with_other_user(prompts[e.example_id], e, side, model.tokenizer,
+                                                        retrieval=cfg.retrieval, seed=cfg.seed)
+    log.info("%s on %s: %d examples (%d discovery / %d evaluation), %d users; %s prompts, %s framing", shape,
+             cfg.data, len(examples), len(split.discovery), len(split.evaluation), len({e.user_id for e in examples}),
+             "chat" if chat else "plain", framing)
+    setup.prompts = prompts
+    return setup
 
 
-def config_of(args: argparse.Namespace, *keys: str) -> dict:
-    """The options that determine a study's numbers (what resuming must not silently change)."""
-    base = ["model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "max_prompt_tokens",
-            "max_target_tokens"]
-    return {k: getattr(args, k) for k in base + list(keys)}
+def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
+    """Everything before a study's own work: logging, its run folder (a folder holding another numbers config is
+    refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
+    losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
+    configure_logging(cfg.verbose)  # the harness's own lines; third-party chatter only with --verbose
+    run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
+                   command=cfg.command())
+    setup = prepare(cfg)
+    if setup.framing == "auto":
+        setup = prepare(cfg, framing=choose_framing(setup, run, cfg))
+    if cfg.mode == "mean" and ablates:
+        setup.ablation = {"mode": "mean", "reference": mean_reference(setup, run, cfg)}
+    losses = signal.clean_losses(setup, run, cfg.conditions)
+    setup.signal = signal.signal_rows(losses, n_boot=cfg.n_boot, seed=cfg.seed)
+    run.note = signal.signal_note(setup.signal) if "other" in cfg.conditions else ""
+    write_csv(run.path("signal_losses.csv"), losses)
+    tables.write_tables(setup.signal, signal.COLUMNS, run.root, "signal", note=run.note)
+    log.info(signal.summary_line(setup.signal))
+    if run.note:
+        log.warning("WARNING: %s", run.note)
+    return setup, run
+
+
+def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
+    """The framing under which the model continues the text most often: greedy no-profile generations on the
+    discovery examples under each framing, scored by ``metrics.continues_text`` (an artefact; the shares are kept)."""
+    def compute() -> dict:
+        shares = {}
+        for framing in FRAMINGS:
+            prompts = [build_prompt(e, setup.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, k=cfg.k_profile,
+                                    retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat, framing=framing)
+                       for e in setup.split.discovery]
+            texts = [t for i in range(0, len(prompts), 8) for t in decode(
+                setup.model, [p.without_profile for p in prompts[i:i + 8]], max_new_tokens=24,
+                remote=setup.remote).texts]
+            shares[framing] = sum(continues_text(t, e.lead) for t, e in zip(texts, setup.split.discovery)) / len(texts)
+        return {"shares": shares, "chosen": max(FRAMINGS, key=lambda f: shares[f])}  # ties: the first (prefill)
+    depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
+                         "max_prompt_tokens", "chat")
+    saved = run.artifact("framing_choice", depends, compute)
+    log.info("framing: %s (share of discovery generations that continue the text: %s)", saved["chosen"],
+             ", ".join(f"{f} {v:.2f}" for f, v in saved["shares"].items()))
+    return saved["chosen"]
+
+
+def mean_reference(setup: Setup, run: Run, cfg: StudyConfig) -> Reference:
+    """Each head's mean activation over the discovery examples' own-profile prompts and gold texts (never evaluation
+    data); an artefact keyed by the settings it depends on, recording which examples it averaged."""
+    ids = [e.example_id for e in setup.split.discovery]
+
+    def compute() -> dict:
+        ref = head_means(setup.model, [setup.tokenized(i, "own").ids[None] for i in ids], remote=setup.remote)
+        return {"values": {str(k): v for k, v in ref.values.items()}, "n_tokens": ref.n_tokens, "example_ids": ids}
+    depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
+                         "max_prompt_tokens", "max_target_tokens", "chat") | {"framing": setup.framing}
+    saved = run.artifact("mean_reference", depends, compute)
+    assert_not_used_for_ranking(saved["example_ids"], [e.example_id for e in setup.split.evaluation])
+    return Reference("mean", {int(k): torch.tensor(v) for k, v in saved["values"].items()}, saved["n_tokens"],
+                     source=f"mean over {len(ids)} discovery examples", meta={"example_ids": saved["example_ids"]})
+
+
+def finish(run: Run, setup: Setup, cfg: StudyConfig, **extra: Any) -> Run:
+    """Write the manifest (data hash, split, config, signal, provenance) and return the run."""
+    run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, split=setup.split.manifest(),
+                 examples=setup.examples, extra={"signal": setup.signal, "signal_note": run.note,
+                                                 "prompt_tokens": setup.prompt_tokens(), **extra})
+    return run
+
+

@@ -9,9 +9,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .arch import ModelShape
+
+if TYPE_CHECKING:
+    import torch
 
 _TOKEN = re.compile(r"^L(\d+)(?:-(\d+))?H(\*|\d+)(?:-(\d+))?$")
 
@@ -143,12 +146,29 @@ def as_headset(heads: "HeadSet | str | Iterable", shape: ModelShape | None = Non
     return hs.validate(shape) if shape is not None else hs
 
 
-def random_headset(shape: ModelShape, rng: "random.Random", *, like: HeadSet | None = None, k: int | None = None,
-                   exclude: HeadSet | None = None) -> HeadSet:
+def top_heads(scores: "torch.Tensor", k: int, *, exclude: HeadSet | None = None) -> HeadSet:
+    """The ``k`` highest-scoring heads of a ``[n_layers, n_heads]`` score map (ties: lower layer, then head, first);
+    ``exclude`` heads are skipped."""
+    import torch
+
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    n_heads = scores.shape[1]
+    banned = set(exclude.heads) if exclude is not None else set()
+    order = torch.argsort(-scores.flatten().double(), stable=True).tolist()
+    chosen = [Head(i // n_heads, i % n_heads) for i in order if Head(i // n_heads, i % n_heads) not in banned]
+    return HeadSet(chosen[:k])
+
+
+def random_headset(shape: ModelShape, rng: "random.Random | int | str", *, like: HeadSet | None = None,
+                   k: int | None = None, exclude: HeadSet | None = None) -> HeadSet:
     """A random head set: matched to ``like``'s per-layer counts, or ``k`` heads drawn uniformly from the model.
 
-    ``exclude`` heads are never drawn (e.g. the named set itself, for a disjoint control).
+    The one sampler of every random control (the ablation study's nulls and the DPS random heads). ``rng`` is a
+    ``random.Random`` or a seed; ``exclude`` heads are never drawn (e.g. the named set itself, a disjoint control).
     """
+    if not isinstance(rng, random.Random):
+        rng = random.Random(rng)
     banned = set(exclude.heads) if exclude is not None else set()
     if like is not None:
         chosen: list[Head] = []

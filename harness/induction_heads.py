@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .arch import attention, shape_of
-from .heads import HeadSet
+from .heads import HeadSet, top_heads
 
 
 def require_attention_weights(model: Any, purpose: str) -> None:
@@ -32,15 +32,6 @@ def require_attention_weights(model: Any, purpose: str) -> None:
 def attention_weights(model: Any, layer: int) -> Any:
     """Attention weights ``[B, n_heads, T_q, T_k]`` of ``layer``, read inside a trace (eager attention only)."""
     return attention(model, layer).output[1]
-
-
-def top_k_heads(scores: torch.Tensor, k: int) -> HeadSet:
-    """The k highest-scoring heads of a ``[n_layers, n_heads]`` score tensor (ties: lower layer/head first)."""
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    n_heads = scores.shape[1]
-    order = torch.argsort(-scores.flatten().double(), stable=True)[:k]
-    return HeadSet((int(i) // n_heads, int(i) % n_heads) for i in order)
 
 
 def heads_above(scores: torch.Tensor, threshold: float) -> HeadSet:
@@ -91,7 +82,7 @@ class InductionResult:
 
     def top_k(self, k: int) -> HeadSet:
         """The k heads with the highest induction score."""
-        return top_k_heads(self.scores, k)
+        return top_heads(self.scores, k)
 
     def heads(self, threshold: float) -> HeadSet:
         """Heads whose induction score is >= threshold."""

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from scipy.stats import binomtest
 
@@ -406,3 +406,22 @@ def judge_pairs(
             )
         )
     return result
+
+
+def judge_generations(setup: Any, judge: str, judge_model: str, examples: Sequence[Any], profiles: Sequence[Sequence[str]],
+                      a: tuple[str, Sequence[str]], b: tuple[str, Sequence[str]]) -> dict:
+    """Judge generation ``a = (name, texts)`` against ``b`` on ``examples`` with the study's model (``judge="local"``)
+    or an OpenAI-compatible endpoint (``"openai"``); the result record as a dict."""
+    from .decoding import decode
+
+    def local(prompts: list[str]) -> list[str]:  # greedy short answers to raw judge prompts
+        chat = [setup.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                    add_generation_prompt=True) for p in prompts]
+        return [t for i in range(0, len(chat), 8)
+                for t in decode(setup.model, chat[i:i + 8], max_new_tokens=8, remote=setup.remote).texts]
+
+    backend = OpenAIChatBackend(judge_model) if judge == "openai" else CallableBackend(local, name="local model")
+    items = [{"profile": "\n".join(p[:3]), "input": e.input, "output_a": x, "output_b": y,
+              "example_id": e.example_id, "user_id": e.user_id}
+             for e, p, x, y in zip(examples, profiles, a[1], b[1])]
+    return judge_pairs(backend, items, method_a=a[0], method_b=b[0]).to_dict()

@@ -189,3 +189,21 @@ def score_examples(
         for row, sim in zip(rows, style_similarity(predictions, profile_texts)):
             row["style_similarity"] = sim
     return rows
+
+
+COMMENTARY_OPENINGS = ("the original", "this sentence", "this paragraph", "the sentence", "the paragraph", "the speaker",
+                       "this quote", "the quote", "the passage", "this passage", "here is", "here's", "sure", "certainly",
+                       "in this", "this is a", "the text")
+
+
+def continues_text(text: str, lead: str = "") -> bool:
+    """Whether a generation continues the text rather than framing it: it does not open with a quotation mark, does
+    not repeat the lead's first words, and does not open with commentary ("The original sentence is ...")."""
+    t = text.strip()
+    if not t or t[0] in "\"'\u201c\u2018":
+        return False
+    head = " ".join(t.lower().split()[:40])
+    words = lead.lower().split()[:6]
+    if len(words) >= 4 and " ".join(words) in head:
+        return False
+    return not head.startswith(COMMENTARY_OPENINGS)

@@ -8,6 +8,11 @@ Exact scores batch many heads into one forward (one head set per batch row) and 
 the first ablated layer: an ablation at layer l cannot change layers < l, so those blocks are skipped and fed their
 clean outputs. Attribution scores (AtP) approximate every head from one forward and one backward pass.
 Everything runs inside ``model.session(remote=...)``: one request per example remotely.
+
+``positions="target"`` ablates only at the target positions (those whose logits predict the gold tokens). The
+prompt below them is then the same for every head set, so it runs once and each batch of sets is one forward over
+the gold tokens only, attending to the cached prompt (``harness.prompt_cache``); ``reuse_prompt=False`` re-runs the
+whole sequence instead and gives the same losses.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ import torch
 from .ablation import Reference, ablate
 from .arch import block, out_proj, shape_of, unembed
 from .heads import Head, HeadSet, all_heads
+from .prompt_cache import batch_cache, continuation, grouped_kv_attention, window_reference
+
+POSITIONS = ("all", "target")
+
+# Head sets per forward of target-position scoring (one set per row). Chosen with benchmarks/target_ablation_speed.py
+# on SmolLM2-135M, 1024 + 64 tokens, 2 CPU cores: see the peak RSS per batch size recorded there.
+TARGET_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,12 @@ class TokenizedInput:
     @property
     def n_prompt(self) -> int:
         return int(self.ids.shape[0]) - self.n_target
+
+    @property
+    def target_positions(self) -> slice:
+        """The positions whose logits predict the gold tokens: the last prompt token to the second-to-last gold one."""
+        t = int(self.ids.shape[0])
+        return slice(t - self.n_target - 1, t - 1)
 
 
 def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64) -> TokenizedInput:
@@ -58,12 +76,15 @@ def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.
     return -pred.gather(-1, gold[..., None]).squeeze(-1).mean(-1)
 
 
-def traced_nll(model: Any, ids: torch.Tensor, n_target: int) -> torch.Tensor:
+def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0) -> torch.Tensor:
     """Inside a trace: unembed only the positions that predict the target (saves the vocabulary projection of the
-    whole prompt), and return the target's mean NLL per row."""
+    whole prompt), and return the target's mean NLL per row.
+
+    ``offset``: sequence index of the traced input's first token (a forward continuing a cached prompt).
+    """
     head = unembed(model)
     t = ids.shape[-1]
-    head.input = head.input[:, t - n_target - 1: t - 1]
+    head.input = head.input[:, t - n_target - 1 - offset: t - 1 - offset]
     return target_nll(model.output.logits, ids, n_target)
 
 
@@ -74,40 +95,72 @@ def _expand_rows(value: Any, rows: int) -> Any:
     return (value[0].expand(rows, *value[0].shape[1:]),) + tuple(value[1:])
 
 
+def _device(model: Any) -> torch.device:
+    """Where the model's weights are (``meta`` for an NDIF client)."""
+    return next(model._module.parameters()).device
+
+
 def _min_layer(hs: HeadSet) -> int:
     return hs.heads[0].layer if len(hs) else 10**9
 
 
+def _scoring_inputs(feed: torch.Tensor, rows: int, prompt: Any, start: int) -> dict[str, Any]:
+    """``model.trace`` keywords of one scoring forward of ``rows`` rows over ``feed`` (``[1, n]``): the whole sequence
+    (``prompt`` None), or the tokens after a cached prompt of ``start`` tokens, each batch with its own cache."""
+    ids = feed.expand(rows, -1)  # [rows, n]
+    if prompt is None:
+        return {"input_ids": ids, "use_cache": False}
+    return {**continuation(ids, start), "cache": batch_cache(prompt, rows)}
+
+
 def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *, mode: str = "zero",
-                   reference: Reference | None = None, batch_size: int = 16, reuse_prefix: bool = True,
+                   reference: Reference | None = None, positions: str = "all", batch_size: int | None = None,
+                   reuse_prefix: bool = True, reuse_prompt: bool = True,
                    remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
 
-    Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one set per row);
-    ``reuse_prefix`` skips the blocks below a batch's first ablated layer, feeding them their clean outputs.
-    All traces run in one ``model.session`` (one request remotely).
+    ``positions``: ``"all"`` ablates every position; ``"target"`` only the positions that predict the gold tokens
+    (``item.target_positions``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
+    set per row; default 16, ``TARGET_BATCH_SIZE`` for ``"target"``). ``reuse_prefix`` skips the blocks below a
+    batch's first ablated layer, feeding them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt
+    below the target positions once and each batch over the gold tokens only; ``False`` re-runs the whole sequence
+    (the reference it is tested against). All traces run in one ``model.session`` (one request remotely).
     """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions {positions!r}: choose one of {', '.join(POSITIONS)}")
     shape = shape_of(model.config)
     sets = [HeadSet(s).validate(shape) for s in sets]
+    batch_size = batch_size or (TARGET_BATCH_SIZE if positions == "target" else 16)
     order = sorted(range(len(sets)), key=lambda i: (_min_layer(sets[i]), i))
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     firsts = [min(_min_layer(sets[i]) for i in c) if reuse_prefix else 0 for c in chunks]
     firsts = [min(f, shape.n_layers) for f in firsts]
-    ids = item.ids[None]
+    ids = item.ids[None]  # [1, T]
     n_target = item.n_target
+    target = item.target_positions
+    cached = positions == "target" and reuse_prompt and target.start > 0
+    start = target.start if cached else 0  # sequence index of each scoring forward's first token
+    feed = ids[:, start:target.stop] if cached else ids  # [1, n_target] or [1, T]
+    at = target if positions == "target" and not cached else None  # where the ablation acts within `feed`
+    ref = window_reference(reference, target, ids.shape[1]) if cached else reference
     deepest = max(firsts, default=0)
-    with model.session(remote=remote):
-        with model.trace(ids, use_cache=False):
+    local_cpu = not remote and _device(model).type == "cpu"
+    with grouped_kv_attention(cached and local_cpu), model.session(remote=remote):
+        prompt = None
+        if cached:
+            with model.trace(ids[:, :start], use_cache=True):
+                prompt = model.output.cache
+        with model.trace(**_scoring_inputs(feed, 1, prompt, start)):
             clean_out = [block(model, k).output for k in range(deepest)]
-            clean = traced_nll(model, ids, n_target)
+            clean = traced_nll(model, ids, n_target, offset=start)
         losses = []
         for chunk, first in zip(chunks, firsts):
             rows = len(chunk)
-            with model.trace(ids.expand(rows, -1), use_cache=False):
+            with model.trace(**_scoring_inputs(feed, rows, prompt, start)):
                 for k in range(first):
                     block(model, k).skip(_expand_rows(clean_out[k], rows))
-                ablate(model, [sets[i] for i in chunk], mode=mode, reference=reference)
-                losses.append(traced_nll(model, ids, n_target))
+                ablate(model, [sets[i] for i in chunk], mode=mode, reference=ref, positions=at)
+                losses.append(traced_nll(model, ids, n_target, offset=start))
         all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0))
         clean_loss = nnsight.save(clean)
     out = torch.empty(len(sets))
@@ -116,29 +169,37 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
 
 
 def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadSet | None = None, *,
-                 mode: str = "zero", reference: Reference | None = None, batch_size: int | None = None,
-                 reuse_prefix: bool = True, remote: bool | str = False) -> tuple[float, torch.Tensor]:
+                 mode: str = "zero", reference: Reference | None = None, positions: str = "all",
+                 batch_size: int | None = None, reuse_prefix: bool = True, reuse_prompt: bool = True,
+                 remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
 
-    ``batch_size`` heads share a forward (default: one layer's heads); see ``ablated_losses``.
+    ``batch_size`` heads share a forward (default: one layer's heads); ``positions`` and the reuse switches are those
+    of ``ablated_losses``.
     """
     shape = shape_of(model.config)
     heads = list(all_heads(shape)) if heads is None else [h if isinstance(h, Head) else Head(*h) for h in heads]
     clean, losses = ablated_losses(model, item, [HeadSet([h]) for h in heads], mode=mode, reference=reference,
-                                   batch_size=batch_size or shape.n_heads, reuse_prefix=reuse_prefix, remote=remote)
+                                   positions=positions, batch_size=batch_size or shape.n_heads,
+                                   reuse_prefix=reuse_prefix, reuse_prompt=reuse_prompt, remote=remote)
     return clean, losses - clean
 
 
 def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", reference: Reference | None = None,
-                      remote: bool | str = False) -> tuple[float, torch.Tensor]:
+                      positions: str = "all", remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Attribution-patching estimate of every head's loss increase from one forward + one backward pass.
 
     ``delta_h ~= sum_t (r_h,t - z_h,t) . dL/dz_h,t`` with z the head's slice of the output projection's input and r
-    its replacement (0, mean, resample). Weights are frozen (as on NDIF): the gradient comes from the activations,
-    marked ``requires_grad_(True)`` inside the trace (the first layer's; later ones then carry the graph). Returns ``(clean_loss, deltas[n_layers, n_heads])``.
+    its replacement (0, mean, resample); t runs over every position, or over ``item.target_positions`` with
+    ``positions="target"`` (the estimate of ``head_effects(..., positions="target")``). Weights are frozen (as on
+    NDIF): the gradient comes from the activations, marked ``requires_grad_(True)`` inside the trace (the first
+    layer's; later ones then carry the graph). Returns ``(clean_loss, deltas[n_layers, n_heads])``.
     """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions {positions!r}: choose one of {', '.join(POSITIONS)}")
     shape = shape_of(model.config)
-    ids = item.ids[None]
+    ids = item.ids[None]  # [1, T]
+    at = item.target_positions if positions == "target" else slice(None)
     with torch.enable_grad(), model.trace(ids, use_cache=False, remote=remote):  # callers may run under no_grad
         zs = []
         for layer in range(shape.n_layers):
@@ -154,8 +215,8 @@ def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", r
         est = []
         for layer, (z, g) in enumerate(zip(zs, reversed(grads))):
             r = torch.zeros_like(z) if mode == "zero" else reference.replacement(layer, z)
-            contrib = ((r - z.detach()) * g).reshape(z.shape[1], shape.n_heads, shape.head_dim)
-            est.append(contrib.sum(dim=(0, 2)))
+            contrib = ((r - z.detach()) * g)[0, at]  # [t, n_heads * head_dim]
+            est.append(contrib.reshape(-1, shape.n_heads, shape.head_dim).sum(dim=(0, 2)))
         deltas = nnsight.save(torch.stack(est))
         clean_loss = nnsight.save(loss.detach())
     return float(clean_loss[0]), deltas.detach().cpu()
@@ -189,19 +250,3 @@ class PCSScores:
     def profile_gain(self) -> torch.Tensor:
         """How much the profile lowers the gold loss, per example (positive = the profile helps)."""
         return self.clean_without - self.clean_with
-
-
-def top_heads(scores: torch.Tensor, k: int, *, exclude: HeadSet | None = None) -> HeadSet:
-    """The ``k`` heads with the largest score in a ``[n_layers, n_heads]`` map (ties broken by position)."""
-    flat = scores.flatten()
-    order = torch.argsort(flat, descending=True, stable=True)
-    n_heads = scores.shape[1]
-    chosen: list[Head] = []
-    for i in order.tolist():
-        h = Head(i // n_heads, i % n_heads)
-        if exclude is not None and h in exclude:
-            continue
-        chosen.append(h)
-        if len(chosen) == k:
-            break
-    return HeadSet(chosen)

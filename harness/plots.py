@@ -83,3 +83,22 @@ def bars(values: Mapping[str, tuple[float, float, float]], path: Path, *, title:
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     return save_figure(path, fig)
+
+
+def damage_cloud(cloud_x: np.ndarray, cloud_y: np.ndarray, named: Mapping[str, tuple[float, float]], path: Path, *,
+                 fit: tuple[float, float], title: str, xlabel: str, ylabel: str) -> Path:
+    """Random head sets as a cloud of (generic damage, outcome) with the fitted line; named sets marked and labelled."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter(cloud_x, cloud_y, s=12, color="grey", alpha=0.6, label=f"random sets (n={len(cloud_x)})")
+    xs = np.linspace(min(np.min(cloud_x), *[x for x, _ in named.values()]),
+                     max(np.max(cloud_x), *[x for x, _ in named.values()]), 50)
+    ax.plot(xs, fit[1] + fit[0] * xs, color="black", lw=1, label="least-squares fit")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, (x, y)) in enumerate(named.items()):
+        ax.scatter([x], [y], s=50, color=colors[i % len(colors)], edgecolor="black", zorder=3, label=name)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return save_figure(path, fig)

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 
 from .arch import shape_of
 from .heads import HeadSet
-from .induction_heads import attention_weights, heads_above, require_attention_weights, top_k_heads
+from .heads import top_heads
+from .induction_heads import attention_weights, heads_above, require_attention_weights
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ class RetrievalResult:
 
     def top_k(self, k: int) -> HeadSet:
         """The k heads with the highest retrieval score."""
-        return top_k_heads(self.scores, k)
+        return top_heads(self.scores, k)
 
 
 def _decode_with_attention(model: Any, prompt: NeedlePrompt, n_layers: int,

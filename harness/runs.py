@@ -127,30 +127,42 @@ def data_hash(examples: Iterable[Any]) -> str:
 
 @dataclass
 class Run:
-    """One study's output folder and its resumable state."""
+    """One study's output folder and its resumable state, keyed by the study's numbers config."""
 
     root: Path
-    config: dict
+    config: dict  # the numbers config (what determines the numbers)
     started: float = field(default_factory=time.time)
     code: dict = field(default_factory=git_commit)  # the checkout when the run started (the code that ran)
+    _opened: dict = field(default_factory=dict)  # checkpoint name -> (Checkpoint, rows it held when opened)
+    command: str = ""  # the study command (default: this process's command line)
+    note: str = ""  # a warning every table of the run carries (e.g. no measured user-specific signal)
+
+    @property
+    def config_hash(self) -> str:
+        from .config import config_hash
+
+        return config_hash(self.config)
 
     @classmethod
     def open(cls, results: str | Path, model: str, data: str, study: str, config: dict, *,
-             fresh: bool = False) -> "Run":
-        """Open ``results/<model>/<data>/<study>``; a different config than a previous run's is refused
-        (``fresh=True`` discards the old folder) so resumed work is never mixed across settings."""
-        root = Path(results) / slug(model) / slug(data) / study
+             fresh: bool = False, command: str = "") -> "Run":
+        """Open ``results/<model>/<data>/<study>``. A previous run with another numbers config is refused, naming
+        every changed field (``fresh=True`` discards the old folder), so resumed work is never mixed across settings."""
+        from .config import config_diff
+
+        root = Path(results) / slug(model) / slug(data) / study  # study may hold a subfolder: seed0/pcs_ranking
         if fresh and root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-        run = cls(root, config)
+        config = json.loads(json.dumps(config, default=_jsonable))
+        run = cls(root, config, command=command)
         previous = root / "config.json"
         if previous.exists():
             old = json.loads(previous.read_text())
-            if old != json.loads(json.dumps(config, default=_jsonable)):
-                diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
-                raise RuntimeError(f"{root} holds a run with another configuration {diff}; "
-                                   "rerun with --fresh to discard it, or use another --results folder")
+            changed = config_diff(old, config)
+            if changed:
+                raise RuntimeError(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
+                                   "Rerun with --fresh to discard it, or use another --results folder")
         write_json(previous, config)
         return run
 
@@ -158,30 +170,87 @@ class Run:
         return self.root / name
 
     def checkpoint(self, name: str) -> "Checkpoint":
-        return Checkpoint(self.root / f"{name}.jsonl")
+        """The JSONL checkpoint ``checkpoints/<name>.<config hash>.jsonl``: rows of another config are never read."""
+        if name not in self._opened:
+            ck = Checkpoint(self.root / "checkpoints" / f"{name}.{self.config_hash}.jsonl")
+            self._opened[name] = (ck, len(ck))
+        return self._opened[name][0]
+
+    def rows_computed(self) -> int:
+        """Checkpoint rows this run added (0 when a resume found everything done)."""
+        return sum(len(ck) - before for ck, before in self._opened.values())
+
+    def artifact(self, name: str, depends: dict, compute: Any) -> Any:
+        """A derived artefact (baseline scores, style vectors, reference means) keyed by the settings it depends on:
+        ``artifacts/<name>.<hash(depends)>.json`` holds ``compute()``'s JSON value; other settings, another file."""
+        from .config import config_hash
+
+        path = self.root / "artifacts" / f"{name}.{config_hash(depends)}.json"
+        if path.exists():
+            return json.loads(path.read_text())["value"]
+        value = json.loads(json.dumps(compute(), default=_jsonable))
+        write_json(path, {"depends": depends, "value": value})
+        return value
 
     def manifest(self, *, seed: int, model: str, data: str, split: dict | None = None, extra: dict | None = None,
                  examples: Iterable[Any] = ()) -> Path:
-        """Write ``manifest.json``: command, commit, seed, model, data and its hash, split, versions, timing."""
+        """Write ``manifest.json``: data and its hash, split, config and its hash, versions, and the provenance list.
+
+        ``provenance`` gets one entry per run that computed rows (commit, dirty flag, command, start, end, rows);
+        a resume appends to it and never erases it. ``rendered_by`` is the run that last wrote the tables.
+        """
+        path = self.root / "manifest.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        provenance = old.get("provenance") or ([_legacy_entry(old)] if old.get("commit") else [])
+        now = time.time()
+        this = {"commit": self.code["commit"], "dirty": self.code["dirty"], "command": self.command or command_line(),
+                "started": _iso(self.started), "finished": _iso(now), "seconds": round(now - self.started, 1),
+                "rows_computed": self.rows_computed()}
+        if this["rows_computed"] or not provenance:
+            provenance.append(this)
         info = {
-            "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]]),
-            "argv": sys.argv,
-            **self.code,
-            "commit_at_finish": git_commit()["commit"],
+            "command": provenance[-1]["command"],  # the run that computed the latest rows
             "seed": seed,
             "model": model,
             "data": data,
             "data_sha256": data_hash(examples),
             "split": split or {},
             "config": self.config,
+            "config_hash": self.config_hash,
             "versions": versions(),
             "platform": platform.platform(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(time.time() - self.started, 1),
+            "provenance": provenance,
+            "rendered_by": {**this, "commit_at_finish": git_commit()["commit"]},
             **(extra or {}),
         }
-        return write_json(self.root / "manifest.json", info)
+        return write_json(path, info)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _legacy_entry(old: dict) -> dict:
+    """The provenance entry of a manifest written before provenance lists existed."""
+    return {k: old.get(k) for k in ("commit", "dirty", "command", "started", "finished", "seconds")} | {
+        "rows_computed": None}
+
+
+def relative_path(text: str) -> str:
+    """``text`` relative to the repository when it is a path inside it (manifests hold no machine's absolute paths)."""
+    try:
+        p = Path(text)
+        if p.is_absolute() and p.resolve().is_relative_to(REPO):
+            return str(p.resolve().relative_to(REPO)) or "."
+    except (OSError, ValueError):
+        pass
+    return text
+
+
+def command_line() -> str:
+    """The command that is running, as ``python -m <module> <args>`` with repository paths made relative."""
+    args = [relative_path(a) for a in sys.argv[1:]]
+    return " ".join(["python -m", _module_name(), *args])
 
 
 def _module_name() -> str:

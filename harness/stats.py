@@ -14,11 +14,26 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+
+
+MIN_USERS_FOR_CI = 5  # below this, an "interval" is the range of a handful of user means: reported as descriptive
+CI_LABEL, RANGE_LABEL = "95% CI (users)", "range of user means (descriptive)"
+
+
+def descriptive_if_few_users(c: "Comparison", diff: Any, users: Any) -> "Comparison":
+    """``c`` unchanged with ``MIN_USERS_FOR_CI`` users or more; else its interval replaced by the range of the per-user
+    mean differences, labelled descriptive (a bootstrap over 2-4 users is not a confidence interval)."""
+    if c.n_users >= MIN_USERS_FOR_CI:
+        return dataclasses.replace(c, seeds={**c.seeds, "interval": CI_LABEL})
+    sums, counts = _cluster_sums(_as_diff(diff), users)
+    means = sums / counts
+    return dataclasses.replace(c, ci_low=float(means.min()), ci_high=float(means.max()),
+                               seeds={**c.seeds, "interval": RANGE_LABEL})
 
 
 def _as_diff(diff: Any, what: str = "diff") -> np.ndarray:
@@ -99,13 +114,31 @@ def bootstrap_means(
         raise ValueError(f"bootstrap needs at least 2 clusters, got {g}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
     out = np.empty(n_boot)
+    start = 0
+    for idx in _cluster_draws(g, n_boot, seed):
+        out[start : start + idx.shape[0]] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+        start += idx.shape[0]
+    return out
+
+
+def _cluster_draws(g: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap's cluster draws: index chunks ``[rows, g]`` (rows summing to n_boot), one seeded stream."""
+    rng = np.random.default_rng(seed)
     step = max(1, 2_000_000 // g)  # bound memory of the (rows, g) index matrix
     for start in range(0, n_boot, step):
-        idx = rng.integers(0, g, size=(min(step, n_boot - start), g))
-        out[start : start + idx.shape[0]] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    return out
+        yield rng.integers(0, g, size=(min(step, n_boot - start), g))
+
+
+def bootstrap_weights(clusters: Any, *, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n]``: how often each example enters each cluster-bootstrap resample (the draws of
+    ``bootstrap_means``), for statistics other than a mean (e.g. which heads make a resample's top-k)."""
+    codes, g = _cluster_index(len(clusters), clusters)
+    if g < 2:
+        raise ValueError(f"bootstrap needs at least 2 clusters, got {g}")
+    counts = np.concatenate([np.apply_along_axis(np.bincount, 1, idx, minlength=g)
+                             for idx in _cluster_draws(g, n_boot, seed)])  # [n_boot, g]
+    return counts[:, codes].astype(float)
 
 
 def bootstrap_ci(
@@ -278,3 +311,34 @@ def with_holm(comparisons: Sequence[Comparison], *, p_field: str = "p_wilcoxon")
         raise ValueError(f"with_holm: Comparison has no field {p_field!r}")
     adjusted = holm([getattr(c, p_field) for c in comparisons])
     return [dataclasses.replace(c, p_holm=float(p)) for c, p in zip(comparisons, adjusted)]
+
+
+def mde(sd_user: float, n_users: int, *, alpha: float = 0.05, power: float = 0.8, n_tests: int = 1) -> float:
+    """Minimal detectable mean effect of a two-sided paired test on ``n_users`` user means with SD ``sd_user``, at
+    ``power`` and level ``alpha`` after Holm over ``n_tests`` comparisons (its strictest step, alpha / n_tests), by the
+    noncentral-t power of a one-sample t test."""
+    from scipy import optimize
+    from scipy.stats import nct, t
+
+    if n_users < 2 or not np.isfinite(sd_user):
+        return float("nan")
+    df, a = n_users - 1, alpha / n_tests
+    crit = t.ppf(1 - a / 2, df)
+
+    def shortfall(d: float) -> float:
+        nc = d * np.sqrt(n_users)
+        reach = nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc)
+        return (1.0 if not np.isfinite(reach) else min(1.0, reach)) - power
+    hi = 1.0
+    while shortfall(hi) < 0 and hi < 1e6:  # the smallest standardized effect with enough power lies below hi
+        hi *= 2
+    return float(optimize.brentq(shortfall, 1e-9, hi) * sd_user)
+
+
+def mde_of_pairs(diff: Any, users: Any, *, n_tests: int = 1, alpha: float = 0.05, power: float = 0.8) -> float:
+    """``mde`` for paired differences clustered by user: the SD of the per-user mean differences, at their count."""
+    x = _as_diff(diff)
+    sums, counts = _cluster_sums(x, users)
+    means = sums / counts
+    return mde(float(np.std(means, ddof=1)) if means.size > 1 else float("nan"), means.size, alpha=alpha,
+               power=power, n_tests=n_tests)

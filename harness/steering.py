@@ -124,11 +124,13 @@ class StyleChoice:
 
 def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, StyleVectors],
                  alphas: Sequence[float], *, max_new_tokens: int = 48, max_prompt_tokens: int = 512,
-                 chat: bool = True, batch_size: int = 8, remote: bool | str = False) -> StyleChoice:
+                 chat: bool = True, framing: str = "instruction", batch_size: int = 8,
+                 remote: bool | str = False) -> StyleChoice:
     """Grid-search (layer, alpha) on discovery ``examples``: steer the no-profile prompt, keep the best ROUGE-L."""
     if not examples or not vectors or not alphas:
         raise ValueError("select_style needs discovery examples, fitted vectors and at least one alpha")
-    prompts = [build_prompt(ex, model.tokenizer, max_prompt_tokens=max_prompt_tokens, chat=chat) for ex in examples]
+    prompts = [build_prompt(ex, model.tokenizer, max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing)
+               for ex in examples]
     scores: dict[tuple[int, float], float] = {}
     for layer, style in sorted(vectors.items()):
         for alpha in alphas:
@@ -142,3 +144,22 @@ def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, Sty
             scores[(layer, float(alpha))] = sum(r["rougeL"] for r in rows) / len(rows)
     best = max(scores, key=lambda key: (scores[key], -abs(key[1])))  # ties: the weaker intervention
     return StyleChoice(best[0], best[1], scores)
+
+
+def fit_and_choose(model: Any, fit_examples: Sequence[Example], discovery: Sequence[Example], layers: Sequence[int],
+                   alphas: Sequence[float], *, max_new_tokens: int, max_prompt_tokens: int, chat: bool = True,
+                   framing: str = "instruction", remote: bool | str = False) -> dict:
+    """Fit style vectors at ``layers`` on ``fit_examples``' users and choose (layer, alpha) on ``discovery``: a
+    JSON-able record (``layer``, ``alpha``, ``vectors`` of the chosen layer, ``grid_rougeL``), see ``chosen_style``."""
+    vectors = fit_style_vectors(model, fit_examples, layers, max_items=4, max_new_tokens=max_new_tokens,
+                                remote=remote)
+    choice = select_style(model, discovery, vectors, alphas, max_new_tokens=max_new_tokens,
+                          max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing, remote=remote)
+    return {"layer": choice.layer, "alpha": choice.alpha,
+            "vectors": {u: v.tolist() for u, v in vectors[choice.layer].vectors.items()},
+            "grid_rougeL": {f"L{layer}/a{a:g}": v for (layer, a), v in choice.scores.items()}}
+
+
+def chosen_style(record: dict) -> tuple[StyleVectors, float]:
+    """The style vectors and alpha of a ``fit_and_choose`` record."""
+    return StyleVectors(record["layer"], {u: torch.tensor(v) for u, v in record["vectors"].items()}), record["alpha"]

@@ -14,9 +14,10 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
+
+from .runs import atomic_write
 
 FORMATS = {"md": "md", "markdown": "md", "tex": "tex", "latex": "tex", "csv": "csv"}
 MISSING = "—"  # nan / None in Markdown
@@ -97,7 +98,7 @@ def escape_latex(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _tex_cell(text: str) -> str:
+def tex_cell(text: str) -> str:
     """Escaped LaTeX cell; a number's minus sign becomes a math minus, the missing-value dash an en dash."""
     if text == MISSING:
         return "--"
@@ -148,32 +149,27 @@ def render(records: Sequence[dict], columns: Sequence[tuple[str, str]], fmt: str
     spec = "".join("r" if num else "l" for num in numeric)
     lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(escape_latex(h) for h in headers) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex_cell(c) for c in r) + r" \\" for r in text]
+    lines += [" & ".join(tex_cell(c) for c in r) + r" \\" for r in text]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside path, then os.replace, so readers never see a half-written table."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_tables(
-    records: Sequence[dict], columns: Sequence[tuple[str, str]], out_dir: str | os.PathLike, stem: str
+    records: Sequence[dict], columns: Sequence[tuple[str, str]], out_dir: str | os.PathLike, stem: str, *,
+    note: str = "",
 ) -> dict[str, Path]:
-    """Write out_dir/stem.md, .tex and .csv of one table; returns {'md': path, 'tex': path, 'csv': path}."""
+    """Write out_dir/stem.md, .tex and .csv of one table; returns {'md': path, 'tex': path, 'csv': path}.
+
+    ``note`` (e.g. "no measured user-specific signal") heads the Markdown and LaTeX versions in bold.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = {fmt: render(records, columns, fmt) for fmt in ("md", "tex", "csv")}  # render all before writing
+    if note:
+        texts["md"] = f"> **Warning: {note}.**\n\n" + texts["md"]
+        texts["tex"] = f"\\textbf{{Warning: {escape_latex(note)}.}}\\\\[2pt]\n" + texts["tex"]
     paths = {}
     for fmt, text in texts.items():
         paths[fmt] = out / f"{stem}.{fmt}"
-        _write_atomic(paths[fmt], text)
+        atomic_write(paths[fmt], text)
     return paths

@@ -13,7 +13,9 @@ import argparse
 import logging
 import time
 
-from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
+from harness.config import PRESETS
+from harness.logs import configure as configure_logging
+from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
 
 log = logging.getLogger("harness")
 STAGES = {"pcs": pcs_ranking.main, "ablation": ablation_comparison.main, "dps": dps_decoding.main}
@@ -21,27 +23,42 @@ STAGES = {"pcs": pcs_ranking.main, "ablation": ablation_comparison.main, "dps": 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=["quick", "full"], default="quick")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--data", nargs="+", default=["conventions2012"])
     ap.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=["pcs", "ablation", "dps"])
     ap.add_argument("--results", default=None, help="results folder (default: results/ for full, "
                                                     "results-quick/ for quick, so quick runs never overwrite "
                                                     "committed results)")
+    ap.add_argument("--designs", nargs="+", default=["mean/target", "zero/all"],
+                    help="ablation designs (mode/positions) for the ranking and ablation stages; DPS runs on the "
+                         "first (default: the FV-style primary design, then the all-position zero ablation of prior "
+                         "code)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="split seeds: each repeats split -> ranking -> evaluation; with several, studies.seeds "
+                         "summarizes the overlap across seeds and the pooled estimate")
     ap.add_argument("--no-paper", action="store_true", help="skip regenerating paper/generated/")
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then flags passed to every stage")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging(verbose="--verbose" in args.rest)
     results = args.results or ("results" if args.preset == "full" else "results-quick")
     extra = [a for a in args.rest if a != "--"]
     t0 = time.time()
+    designs = [d.split("/") for d in args.designs]
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds has duplicates: {args.seeds}")
     for data in args.data:
-        for stage in ["pcs", "ablation", "dps"]:
-            if stage not in args.stages:
-                continue
-            log.info("== %s on %s (%s preset) ==", stage, data, args.preset)
-            STAGES[stage](["--preset", args.preset, "--model", args.model, "--data", data, "--results", results,
-                           *extra])
+        for seed in args.seeds:
+            for i, (mode, positions) in enumerate(designs):
+                for stage in [s for s in ["pcs", "ablation", "dps"] if s in args.stages and (s != "dps" or i == 0)]:
+                    log.info("== %s on %s, seed %d (%s preset, %s ablation at %s positions) ==", stage, data, seed,
+                             args.preset, mode, positions)
+                    STAGES[stage](["--preset", args.preset, "--model", args.model, "--data", data, "--results",
+                                   results, "--seed", str(seed), "--mode", mode, "--positions", positions, *extra])
+        if len(args.seeds) > 1 and {"pcs", "ablation"} <= set(args.stages):
+            for mode, positions in designs:
+                seeds.main(["--preset", args.preset, "--model", args.model, "--data", data, "--results", results,
+                            "--seeds", *map(str, args.seeds), "--mode", mode, "--positions", positions, *extra])
     if not args.no_paper:
         paper_tables.main(["--results", results] + (["--out", f"{results}/paper-generated"]
                                                     if results != "results" else []))

@@ -21,20 +21,25 @@ def _proj(hf_model, layer: int):
 
 
 @contextmanager
-def hooked_ablation(hf_model, heads: dict[int, list[int]], head_dim: int, replacement=None):
-    """Ablate {layer: [heads]} on the projection input; ``replacement[layer]`` is [D] or [T, D] (None = zero)."""
+def hooked_ablation(hf_model, heads: dict[int, list[int]], head_dim: int, replacement=None, positions=None):
+    """Ablate {layer: [heads]} on the projection input; ``replacement[layer]`` is [D] or [T, D] (None = zero).
+
+    ``positions``: a slice of the sequence axis to ablate (None = every position); a [T, D] replacement is read at
+    the same positions.
+    """
     handles = []
+    at = slice(None) if positions is None else positions
     for layer, hs in heads.items():
         def pre(module, args, layer=layer, hs=hs):
             x = args[0].clone()
             for h in hs:
                 sl = slice(h * head_dim, (h + 1) * head_dim)
                 if replacement is None:
-                    x[..., sl] = 0.0
+                    x[..., at, sl] = 0.0
                 else:
                     r = replacement[layer]
-                    r = r[: x.shape[-2]] if r.dim() == 2 else r
-                    x[..., sl] = r[..., sl].to(x.dtype)
+                    r = r[: x.shape[-2]][at] if r.dim() == 2 else r
+                    x[..., at, sl] = r[..., sl].to(x.dtype)
             return (x,) + tuple(args[1:])
         handles.append(_proj(hf_model, layer).register_forward_pre_hook(pre))
     try:

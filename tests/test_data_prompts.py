@@ -51,7 +51,7 @@ def test_budget_is_respected_by_dropping_then_cutting_profile(tokenizer, budget)
 
 
 def test_lowest_ranked_items_are_dropped_first(tokenizer):
-    prompt = build_prompt(_example(), tokenizer, max_prompt_tokens=300, k=6, method="recency")
+    prompt = build_prompt(_example(), tokenizer, max_prompt_tokens=300, k=6, retrieval="recency")
     assert prompt.profile_positions == (5, 4, 3)[: prompt.n_profile_items]
     assert "Item 5" in prompt.with_profile and "Item 0" not in prompt.with_profile
 

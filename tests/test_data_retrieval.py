@@ -25,12 +25,12 @@ def test_bm25_with_no_overlap_falls_back_to_recency_order():
 
 
 def test_recency_returns_highest_positions_first():
-    assert [i.position for i in select_profile(EXAMPLE, k=2, method="recency")] == [3, 2]
+    assert [i.position for i in select_profile(EXAMPLE, k=2, retrieval="recency")] == [3, 2]
 
 
 def test_random_is_seeded_and_depends_on_the_seed():
     def pick(seed):
-        return tuple(i.position for i in select_profile(EXAMPLE, k=2, method="random", seed=seed))
+        return tuple(i.position for i in select_profile(EXAMPLE, k=2, retrieval="random", seed=seed))
 
     picks = {seed: pick(seed) for seed in range(8)}
     assert picks[0] == pick(0)
@@ -41,8 +41,8 @@ def test_k_larger_than_profile_returns_everything():
     assert len(select_profile(EXAMPLE, k=10)) == 4
 
 
-def test_unknown_method_and_bad_k_are_errors():
-    with pytest.raises(DataError, match="unknown retrieval method 'dense'"):
-        select_profile(EXAMPLE, k=2, method="dense")
+def test_unknown_retrieval_and_bad_k_are_errors():
+    with pytest.raises(DataError, match="unknown profile retrieval 'dense'"):
+        select_profile(EXAMPLE, k=2, retrieval="dense")
     with pytest.raises(DataError, match="k must be >= 1"):
         select_profile(EXAMPLE, k=0)

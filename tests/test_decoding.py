@@ -197,3 +197,40 @@ def test_left_padded_rows_keep_their_absolute_positions(tiny_models):
     kw = dict(max_new_tokens=5, stop_token_ids=[])
     batched = decode(model, PROMPTS, **kw)
     assert batched.token_ids == [decode(model, [p], **kw).token_ids[0] for p in PROMPTS]
+
+
+@pytest.mark.parametrize("where", ["target", "generated"])
+def test_prompt_once_dps_equals_decoding_each_branch_from_its_own_prompt(smollm, where):
+    kw = dict(heads=HEADS, contrast=Contrast(gamma=1.0), max_new_tokens=N_NEW, ablate_positions=where)
+    once = decode(smollm, PROMPTS, **kw)  # fused and cached: the prompt runs once for both branches
+    assert once.token_ids == decode(smollm, PROMPTS, fused=False, **kw).token_ids
+    assert once.token_ids == decode(smollm, PROMPTS, use_cache=False, **kw).token_ids
+    everywhere = decode(smollm, PROMPTS, heads=HEADS, contrast=Contrast(gamma=1.0), max_new_tokens=N_NEW)
+    assert once.token_ids != everywhere.token_ids
+
+
+def test_generated_only_dps_starts_as_the_full_branch_and_target_ablates_the_last_prompt_token(smollm):
+    from harness.arch import shape_of
+
+    kw = dict(heads=HEADS, contrast=Contrast(gamma=0.5), max_new_tokens=2, record_delta=3)
+    generated = decode(smollm, PROMPTS[1:], ablate_positions="generated", **kw)
+    assert generated.delta_top["promoted"][0, 0].abs().max() == 0  # step 0: nothing ablated yet
+    assert generated.delta_top["promoted"][0, 1].abs().max() > 0
+    target = decode(smollm, PROMPTS[1:], ablate_positions="target", **kw)
+    hf, tok = smollm._module, smollm.tokenizer
+    enc = tok(PROMPTS[1], return_tensors="pt")
+    with torch.no_grad():
+        full = hf(**enc).logits[0, -1]
+        with hooked_ablation(hf, {l: list(h) for l, h in HEADS.by_layer().items()}, shape_of(smollm.config).head_dim,
+                             positions=slice(-1, None)):
+            masked = hf(**enc).logits[0, -1]
+    top = (full - masked).topk(3)
+    assert target.delta_top["promoted_ids"][0, 0].tolist() == top.indices.tolist()
+    assert target.delta_top["promoted"][0, 0].tolist() == pytest.approx(top.values.tolist(), abs=1e-3)
+
+
+def test_ablate_positions_needs_heads_and_a_known_name(smollm):
+    with pytest.raises(ValueError, match="needs heads"):
+        decode(smollm, PROMPTS, second=PROMPTS, ablate_positions="target", max_new_tokens=2)
+    with pytest.raises(ValueError, match="ablate_positions"):
+        decode(smollm, PROMPTS, heads=HEADS, ablate_positions="prompt", max_new_tokens=2)

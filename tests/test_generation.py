@@ -6,7 +6,7 @@ import torch
 from harness.arch import shape_of
 from harness.data import Example, Prompt, ProfileItem
 from harness.decoding import Contrast, decode
-from harness.generation import MethodSpec, build_prompts, generate, layer_matched_random
+from harness.generation import Generation, build_prompts, generate
 from harness.heads import HeadSet
 from harness.steering import StyleVectors
 
@@ -28,25 +28,25 @@ def _example(n_items: int) -> Example:
 
 def test_cad_with_identical_prompts_equals_greedy(smollm):
     same = [_prompt(p.with_profile, p.with_profile) for p in PROMPTS]
-    cad = generate(smollm, same, MethodSpec.cad(gamma=1.0), max_new_tokens=6)
-    assert cad == generate(smollm, same, MethodSpec("rag"), max_new_tokens=6)
+    cad = generate(smollm, same, Generation.cad(gamma=1.0), max_new_tokens=6)
+    assert cad == generate(smollm, same, Generation("rag"), max_new_tokens=6)
 
 
 def test_each_method_reads_its_own_prompt(smollm):
     kw = dict(max_new_tokens=5)
-    assert generate(smollm, PROMPTS, MethodSpec("no_profile"), **kw) == decode(
+    assert generate(smollm, PROMPTS, Generation("no_profile"), **kw) == decode(
         smollm, [p.without_profile for p in PROMPTS], **kw).texts
-    rag = generate(smollm, PROMPTS, MethodSpec.rag(), **kw)
+    rag = generate(smollm, PROMPTS, Generation.rag(), **kw)
     assert rag == decode(smollm, [p.with_profile for p in PROMPTS], **kw).texts
-    assert generate(smollm, PROMPTS, MethodSpec("profile"), **kw) == rag
-    dps = generate(smollm, PROMPTS, MethodSpec.dps(HEADS, gamma=1.0, source="preference"), **kw)
+    assert generate(smollm, PROMPTS, Generation("profile"), **kw) == rag
+    dps = generate(smollm, PROMPTS, Generation.dps(HEADS, gamma=1.0, source="preference"), **kw)
     assert dps == decode(smollm, [p.with_profile for p in PROMPTS], heads=HEADS, contrast=Contrast(gamma=1.0),
                          **kw).texts
     assert dps != rag
 
 
 def test_batch_size_does_not_change_the_outputs(smollm):
-    method = MethodSpec.cad(gamma=0.5)
+    method = Generation.cad(gamma=0.5)
     assert generate(smollm, PROMPTS, method, max_new_tokens=5, batch_size=1) == generate(
         smollm, PROMPTS, method, max_new_tokens=5, batch_size=2)
 
@@ -54,37 +54,25 @@ def test_batch_size_does_not_change_the_outputs(smollm):
 def test_stylevector_steers_with_each_users_vector(smollm):
     d = smollm.config.hidden_size
     style = StyleVectors(5, {"u1": torch.zeros(d), "u2": 20 * torch.ones(d)})
-    out = generate(smollm, PROMPTS, MethodSpec.stylevector(style, alpha=1.0), max_new_tokens=5)
-    plain = generate(smollm, PROMPTS, MethodSpec("no_profile"), max_new_tokens=5)
+    out = generate(smollm, PROMPTS, Generation.stylevector(style, alpha=1.0), max_new_tokens=5)
+    plain = generate(smollm, PROMPTS, Generation("no_profile"), max_new_tokens=5)
     assert out[0] == plain[0] and out[1] != plain[1]  # u1's zero vector leaves its row alone
 
 
 def test_profile_prompts_hold_all_items_that_fit_and_rag_prompts_top_k(tokenizer):
     ex = _example(6)
-    assert build_prompts(MethodSpec("profile"), [ex], tokenizer)[0].n_profile_items == 6
-    assert build_prompts(MethodSpec.rag(k=2), [ex], tokenizer)[0].n_profile_items == 2
-    tight = build_prompts(MethodSpec("profile"), [ex], tokenizer, max_prompt_tokens=90)[0]
+    assert build_prompts(Generation("profile"), [ex], tokenizer)[0].n_profile_items == 6
+    assert build_prompts(Generation.rag(k_profile=2), [ex], tokenizer)[0].n_profile_items == 2
+    tight = build_prompts(Generation("profile"), [ex], tokenizer, max_prompt_tokens=90)[0]
     assert 1 <= tight.n_profile_items < 6 and tight.profile_positions[0] == 5  # most recent first
 
 
-def test_layer_matched_random_heads_match_layer_counts_and_avoid_the_originals():
-    shape = shape_of(type("C", (), dict(model_type="llama", num_attention_heads=9, hidden_size=576,
-                                        num_hidden_layers=30, num_key_value_heads=3))())
-    heads = HeadSet.parse("L3H1,L3H4,L10H0,L17H2")
-    rand = layer_matched_random(heads, shape, seed=1)
-    assert rand.layer_counts() == heads.layer_counts() and not (rand & heads)
-    assert rand == layer_matched_random(heads, shape, seed=1)
-    assert any(layer_matched_random(heads, shape, seed=s) != rand for s in range(2, 6))
-    with pytest.raises(ValueError, match="layer 3"):
-        layer_matched_random(HeadSet.parse("L3H0-8"), shape)
-
-
-def test_method_spec_rejects_incomplete_settings():
+def test_generation_spec_rejects_incomplete_settings():
     with pytest.raises(ValueError, match="head set"):
-        MethodSpec("dps")
+        Generation("dps")
     with pytest.raises(ValueError, match="style vectors"):
-        MethodSpec("stylevector")
-    with pytest.raises(ValueError, match="unknown method"):
-        MethodSpec("beam")
-    assert MethodSpec.dps("L1H1", source="retrieval").name == "dps-retrieval"
-    assert MethodSpec.cad().name == "cad"
+        Generation("stylevector")
+    with pytest.raises(ValueError, match="unknown generation"):
+        Generation("beam")
+    assert Generation.dps("L1H1", source="retrieval").name == "dps-retrieval"
+    assert Generation.cad().name == "cad"

@@ -71,3 +71,25 @@ def test_random_headset_matches_layer_counts_and_is_seeded():
     assert not (disjoint & like)
     uniform = random_headset(SHAPE, random.Random(5), k=12)
     assert len(uniform) == 12
+
+
+def test_random_headset_takes_a_seed_and_names_a_layer_too_small_for_the_match():
+    from harness.heads import random_headset
+
+    like = HeadSet.parse("L3H1,L3H4,L10H0")
+    drawn = random_headset(SHAPE, 7, like=like, exclude=like)
+    assert drawn == random_headset(SHAPE, 7, like=like, exclude=like)
+    assert drawn.layer_counts() == like.layer_counts() and not (drawn & like)
+    with pytest.raises(ValueError, match="layer 3"):
+        random_headset(SHAPE, 0, like=HeadSet.parse(f"L3H0-{SHAPE.n_heads - 1}"), exclude=HeadSet.parse("L3H0"))
+
+
+def test_top_heads_orders_by_score_then_position_and_skips_excluded():
+    import torch
+
+    from harness.heads import top_heads
+
+    scores = torch.tensor([[0.1, 0.5, 0.5], [0.5, -1.0, 0.2]])
+    assert top_heads(scores, 3) == HeadSet.parse("L0H1,L0H2,L1H0")
+    assert top_heads(scores, 2, exclude=HeadSet.parse("L0H1")) == HeadSet.parse("L0H2,L1H0")
+    assert top_heads(scores, 0) == HeadSet()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.heads import HeadSet
+from harness.heads import HeadSet, top_heads
 from harness.induction_heads import (InductionResult, induction_pattern_scores, induction_scores,
-                                     repeated_random_tokens, top_k_heads)
+                                     repeated_random_tokens)
 
 N = 6
 T = 2 * N + 1
@@ -61,10 +61,10 @@ def test_pattern_scores_reject_shape_not_matching_sequence():
         induction_pattern_scores(torch.zeros(3, 12, 12), N)
 
 
-def test_top_k_heads_orders_by_score_then_index():
+def test_top_heads_orders_by_score_then_index():
     scores = torch.tensor([[0.1, 0.9, 0.3], [0.9, 0.0, 0.5]])
-    assert top_k_heads(scores, 2) == HeadSet.parse("L0H1,L1H0")
-    assert top_k_heads(scores, 3) == HeadSet.parse("L0H1,L1H0,L1H2")
+    assert top_heads(scores, 2) == HeadSet.parse("L0H1,L1H0")
+    assert top_heads(scores, 3) == HeadSet.parse("L0H1,L1H0,L1H2")
     result = InductionResult(scores=scores, per_sequence=scores[None], seq_len=4, seed=0, bos_id=1)
     assert result.heads(0.5) == HeadSet.parse("L0H1,L1H0,L1H2")
 

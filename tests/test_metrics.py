@@ -101,3 +101,14 @@ def test_style_similarity_rejects_bad_profiles():
         metrics.style_similarity(["x"], [[]])
     with pytest.raises(ValueError, match="texts has 2 rows but profile_texts has 1"):
         metrics.style_similarity(["x", "y"], [["a"]])
+
+
+def test_continues_text_rejects_quoted_repeats_and_commentary():
+    from harness.metrics import continues_text
+
+    lead = "And we have, in many instances, been hit."
+    assert continues_text("You know, they are a liberal.", lead)
+    assert not continues_text('"And we have, in many instances, been hit." This shows', lead)  # quoted
+    assert not continues_text("And we have, in many instances, been hit. So", lead)  # repeats the lead
+    assert not continues_text("The original sentence is a classic rhetorical device.", lead)  # commentary
+    assert not continues_text("   ", lead)

@@ -5,8 +5,8 @@ import torch
 
 from harness.ablation import head_means
 from harness.arch import shape_of
-from harness.heads import Head, HeadSet, all_heads
-from harness.pcs import PCSScores, encode, head_attributions, head_effects, top_heads
+from harness.heads import Head, HeadSet, all_heads, top_heads
+from harness.pcs import PCSScores, encode, head_attributions, head_effects
 from reference_hooks import hooked_ablation
 
 PROMPT = "The user writes about gardening and tomatoes. Write a note:"

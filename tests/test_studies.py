@@ -1,89 +1,180 @@
-"""The studies end to end on a tiny random model: every output is written, reruns resume, leakage is refused."""
+"""The studies end to end on a tiny random model: every output is written, reruns resume, stale results are refused."""
 
 import json
 
 import pandas as pd
 import pytest
+import torch
 
+from harness import config as config_module
+from harness import ranking as ranking_module
+from harness.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
 
 pytestmark = pytest.mark.slow
 
+RANK = ["--retrieval-prompts", "1", "--induction-sequences", "2"]
+ABLATE = ["--n-random", "5", "--n-random-other", "2", "--max-new-tokens", "4", "--n-damage", "12"]
+DPS = ["--max-new-tokens", "4", "--gammas", "1.0", "--style-alphas", "1.0", "--style-layers", "1"]
+
 
 def common(model, results):
     return ["--preset", "quick", "--model", model, "--data", "conventions2012", "--n", "6", "--results", str(results),
-            "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--ks", "1", "2"]
+            "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--k-heads", "1", "2", "--n-boot", "200",
+            "--n-perm", "200"]
 
 
 @pytest.fixture(scope="module")
 def finished(tiny_model_dir, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     args = common(tiny_model_dir, results)
-    pcs = pcs_ranking.main(args + ["--retrieval-prompts", "1", "--induction-sequences", "2", "--n-boot", "50"])
-    abl = ablation_comparison.main(args + ["--n-random", "5", "--n-random-other", "2", "--n-boot", "200", "--n-perm", "200",
-                                           "--max-new-tokens", "4"])
-    dps = dps_decoding.main(args + ["--max-new-tokens", "4", "--gammas", "1.0", "--style-alphas", "1.0",
-                                    "--style-layers", "1", "--n-boot", "200", "--n-perm", "200"])
+    pcs = pcs_ranking.main(args + RANK)
+    abl = ablation_comparison.main(args + ABLATE)
+    dps = dps_decoding.main(args + DPS)
     return results, pcs, abl, dps, args
 
 
 def test_pcs_ranking_writes_every_output(finished):
     _, pcs, _, _, _ = finished
-    for name in ["head_scores.csv", "per_example.csv", "top_heads.json", "pcs_heatmap.png", "overlap.md",
-                 "overlap.tex", "overlap.csv", "stability.csv", "manifest.json", "clean_losses.csv"]:
+    for name in ["head_scores.csv", "per_example.csv", "ranking.json", "pcs_heatmap.png", "overlap.md",
+                 "overlap.tex", "overlap.csv", "stability.csv", "manifest.json", "signal.csv"]:
         assert (pcs.root / name).exists(), name
     scores = pd.read_csv(pcs.root / "head_scores.csv")
     assert len(scores) == 3 * 4 and scores.pcs.abs().sum() > 0
     man = json.loads((pcs.root / "manifest.json").read_text())
-    assert man["commit"] and man["seed"] == 0 and man["data_sha256"] and "torch" in man["versions"]
+    assert man["provenance"][0]["commit"] and man["seed"] == 0 and man["data_sha256"] and "torch" in man["versions"]
+    assert man["config_hash"] == pcs.config_hash and man["config"]["estimator"] == "attribution"
+    ranking = Ranking.load(pcs.root)
+    assert ranking.families == ["specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"]
+    assert len(ranking.top("pcs", 2)) == 2 and ranking.config == man["config"]
 
 
 def test_ablation_comparison_writes_tables_and_uses_only_evaluation_examples(finished):
     _, pcs, abl, _, _ = finished
     per = pd.read_csv(abl.root / "per_example.csv")
-    discovery = set(json.loads((pcs.root / "top_heads.json").read_text())["discovery_ids"])
-    assert not set(per.example_id) & discovery
-    assert {"pcs@2", "retrieval@2", "induction@2", "contrast_pcs@2"} <= set(per["set"])
-    assert per["set"].str.startswith("random_matched#").sum() == (5 + 2) * per.example_id.nunique()
-    for outcome in ["nll_increase", "gain_lost", "generic_damage"]:
+    assert not set(per.example_id) & set(Ranking.load(pcs.root).discovery_ids)
+    assert {"specific_pcs@2", "pcs@2", "retrieval@2", "induction@2", "contrast_pcs@2"} <= set(per["set"])
+    matched = per[per.family == "random_matched"]
+    assert len(matched) == 5 * (5 + 2) * per.example_id.nunique()  # each family's own null, at k = 2 and 1
+    assert set(matched.matched_to) == {"specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"}
+    for outcome in ["nll_increase", "gain_lost", "generic_damage", "specific_gain_lost"]:
         table = pd.read_csv(abl.root / f"comparison_{outcome}.csv")
         assert table.p_holm.between(0, 1).all() and (table.p_holm >= table.p_wilcoxon - 1e-12).all()
     assert (abl.root / "effect_vs_k_gain_lost.png").exists() and (abl.root / "generation_rouge.md").exists()
+    summary = pd.read_csv(abl.root / "set_summary.csv")
+    assert (summary.null_matched_to == summary["set"] + "@2").all()  # each set placed in its own matched null
+    assert (abl.root / "damage_matched.csv").exists() and (abl.root / "damage_matched.png").exists()
+    assert len(pd.read_csv(abl.root / "damage_matched.csv")) == 5
 
 
 def test_dps_study_writes_methods_table(finished):
     _, _, _, dps, _ = finished
     methods = pd.read_csv(dps.root / "methods.csv")
-    assert {"no_profile", "profile", "rag", "cad", "stylevector", "dps-retrieval", "dps-random",
-            "dps-preference"} <= set(methods.method)
+    assert {"no_profile", "profile", "rag", "cad", "stylevector", "dps-retrieval", "dps-random", "dps-specific_pcs",
+            "dps-pcs", "dps-induction", "dps-contrast_pcs"} <= set(methods.generation)
     assert (dps.root / "delta_logits_example.png").exists()
 
 
-def test_rerun_resumes_without_recomputing(finished, monkeypatch):
-    results, pcs, _, _, args = finished
-    before = (pcs.root / "effects.jsonl").read_text()
+def test_rerun_resumes_without_recomputing_and_keeps_provenance(finished, monkeypatch):
+    results, pcs, abl, _, args = finished
+    before = {p.name: p.read_text() for p in (pcs.root / "checkpoints").iterdir()}
     calls = []
-    monkeypatch.setattr(pcs_ranking, "head_effects", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(pcs_ranking, "head_attributions", lambda *a, **k: calls.append(1))
-    pcs_ranking.main(args + ["--retrieval-prompts", "1", "--induction-sequences", "2", "--n-boot", "50"])
-    assert calls == [] and (pcs.root / "effects.jsonl").read_text() == before
+    monkeypatch.setattr(ranking_module, "head_effects", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(ranking_module, "head_attributions", lambda *a, **k: calls.append(1))
+    pcs_ranking.main(args + RANK)
+    assert calls == [] and {p.name: p.read_text() for p in (pcs.root / "checkpoints").iterdir()} == before
+    first = json.loads((abl.root / "manifest.json").read_text())["provenance"]
+    tables = (abl.root / "comparison_gain_lost.csv").read_text()
+    ablation_comparison.main(args + ABLATE)
+    man = json.loads((abl.root / "manifest.json").read_text())
+    assert man["provenance"] == first and first[0]["rows_computed"] > 0  # a resume that computed nothing adds none
+    assert man["rendered_by"]["rows_computed"] == 0
+    assert man["rendered_by"]["command"].startswith("python -m studies.ablation_comparison --preset quick")
+    assert (abl.root / "comparison_gain_lost.csv").read_text() == tables
 
 
-def test_changed_configuration_is_refused_not_mixed(finished):
+def test_changed_configuration_is_refused_naming_the_field(finished):
     _, _, _, _, args = finished
-    with pytest.raises(RuntimeError, match="another configuration"):
-        pcs_ranking.main(args + ["--seed", "1"])
+    with pytest.raises(RuntimeError, match=r"seed: 0 -> 1"):
+        pcs_ranking.main(args + RANK + ["--seed", "1"])
+
+
+def test_new_baseline_settings_are_refused_not_served_stale_scores(finished):
+    """v1 reused baseline_scores.json whenever it existed, whatever --retrieval-prompts said."""
+    _, _, _, _, args = finished
+    with pytest.raises(RuntimeError, match=r"retrieval_prompts: 1 -> 2"):
+        pcs_ranking.main(args + ["--retrieval-prompts", "2", "--induction-sequences", "2"])
+    with pytest.raises(RuntimeError, match=r"induction_sequences: 2 -> 3"):
+        pcs_ranking.main(args + ["--retrieval-prompts", "1", "--induction-sequences", "3"])
+
+
+def test_dps_rerun_with_other_style_layers_is_refused(finished):
+    """v1 left style_layers out of its config and resumed generations by method name."""
+    _, _, _, _, args = finished
+    with pytest.raises(RuntimeError, match=r"style_layers: \[1\] -> \[2\]"):
+        dps_decoding.main(args + DPS[:-1] + ["2"])
+
+
+def test_reranking_measures_the_new_heads_not_the_old_names(tiny_model_dir, tmp_path):
+    """v1 keyed ablation checkpoints on set names: after a re-ranking, pcs@k reused the old heads' losses."""
+    args = common(tiny_model_dir, tmp_path)
+    pcs = pcs_ranking.main(args + RANK)
+    ablation_comparison.main(args + ABLATE)
+    ranking = Ranking.load(pcs.root)
+    new = ranking.top("induction", 2) if ranking.top("induction", 2) != ranking.top("pcs", 2) \
+        else ranking.top("retrieval", 2)
+    assert new != ranking.top("pcs", 2)
+    ranking.sets["pcs"][2] = new  # what a re-ranking (e.g. --fresh --estimator exact) leaves behind
+    ranking.maps.pop("retrieval"), ranking.sets.pop("retrieval")  # and a family dropped: its sets are not measured
+    ranking.save(pcs.root / "ranking.json")
+    abl = ablation_comparison.main(args + ABLATE)
+    per = pd.read_csv(abl.root / "per_example.csv").set_index(["example_id", "set"])
+    assert set(per.xs("pcs@2", level="set").heads) == {str(new)}
+    same = per[per.heads == str(new)].groupby("example_id").loss_own.agg(["min", "max"])
+    assert (same["min"] == same["max"]).all()  # equal heads, equal losses, whatever the set is called
+
+
+def test_a_registered_toy_family_reaches_ranking_ablation_and_dps(tiny_model_dir, tmp_path, monkeypatch):
+    @register_head_scorer("toy_first_heads", label="toy: head index, reversed", uses_discovery=False)
+    def toy(ctx):
+        shape = ctx.setup.shape
+        return HeadScores(-torch.arange(shape.n_heads, dtype=torch.float).repeat(shape.n_layers, 1))
+
+    monkeypatch.setitem(config_module.PRESETS["quick"], "families",
+                        [*config_module.PRESETS["quick"]["families"], "toy_first_heads"])
+    try:
+        args = common(tiny_model_dir, tmp_path)
+        pcs = pcs_ranking.main(args + RANK)
+        abl = ablation_comparison.main(args + ABLATE)
+        dps = dps_decoding.main(args + DPS)
+    finally:
+        HEAD_SCORERS.pop("toy_first_heads")
+    assert str(Ranking.load(pcs.root).top("toy_first_heads", 2)) == "L0H0,L1H0"
+    assert "toy_first_heads" in set(pd.read_csv(abl.root / "set_summary.csv")["set"])
+    assert "toy_first_heads@2" in set(pd.read_csv(abl.root / "comparison_gain_lost.csv").baseline)
+    assert "dps-toy_first_heads" in set(pd.read_csv(dps.root / "methods.csv").generation)
+
+
+def test_unknown_family_is_an_error_that_suggests_the_name(tiny_model_dir, tmp_path):
+    with pytest.raises(KeyError, match="did you mean induction"):
+        pcs_ranking.main(common(tiny_model_dir, tmp_path) + ["--families", "pcs", "inducton"])
 
 
 def test_evaluation_on_ranking_examples_is_refused(finished, tmp_path):
     results, pcs, _, _, args = finished
-    top = json.loads((pcs.root / "top_heads.json").read_text())
-    per = pd.read_csv(results.glob("*/*/ablation_comparison/per_example.csv").__next__())
-    top["discovery_ids"].append(per.example_id.iloc[0])
-    (tmp_path / "top_heads.json").write_text(json.dumps(top))
-    (tmp_path / "head_scores.csv").write_text((pcs.root / "head_scores.csv").read_text())
+    ranking = Ranking.load(pcs.root)
+    per = pd.read_csv(next(results.glob("*/*/ablation_comparison/per_example.csv")))
+    ranking.discovery_ids.append(per.example_id.iloc[0])
+    ranking.save(tmp_path / "ranking.json")
     with pytest.raises(ValueError, match="used for head ranking"):
-        ablation_comparison.main(args + ["--pcs-run", str(tmp_path), "--results", str(tmp_path / "r")])
+        ablation_comparison.main(args + ["--ranking-run", str(tmp_path), "--results", str(tmp_path / "r")])
+
+
+def test_a_ranking_from_another_draw_is_refused(finished, tmp_path):
+    _, pcs, _, _, args = finished
+    with pytest.raises(ValueError, match=r"n: 6 -> 8"):
+        ablation_comparison.main(args + ABLATE + ["--n", "8", "--ranking-run", str(pcs.root), "--results",
+                                                  str(tmp_path)])
 
 
 def test_paper_tables_are_generated_from_results(finished, tmp_path):
@@ -92,3 +183,23 @@ def test_paper_tables_are_generated_from_results(finished, tmp_path):
     macros = (out / "macros.tex").read_text()
     assert "\\newcommand" in macros and "NDiscovery" in macros
     assert list(out.glob("*set_summary.tex"))
+
+
+def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp_path):
+    from studies import seeds
+
+    args = common(tiny_model_dir, tmp_path)
+    for seed in ("0", "1"):
+        pcs_ranking.main(args + RANK + ["--seed", seed])
+        ablation_comparison.main(args + ABLATE + ["--seed", seed])
+    run = seeds.main(args + ["--seeds", "0", "1"])
+    overlap = pd.read_csv(run.root / "overlap_across_seeds.csv")
+    assert set(overlap.family) >= {"specific_pcs", "pcs"} and overlap.mean_jaccard.between(0, 1).all()
+    by_seed = pd.read_csv(run.root / "set_summary_by_seed.csv")
+    assert set(by_seed.seed.astype(str)) == {"0", "1", "pooled"}
+    pooled = pd.read_csv(run.root / "comparison_pooled_specific_gain_lost.csv")
+    assert pooled.name.iloc[0] == "specific_pcs@2" and len(pooled) == 5
+    man = json.loads((run.root / "manifest.json").read_text())
+    assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
+    with pytest.raises(SystemExit, match="no finished run"):
+        seeds.main(args + ["--seeds", "0", "7"])

@@ -3,7 +3,7 @@ from .records import DataError, Example, ProfileItem
 from .registry import dataset_names, load_examples
 from .splits import Split, assert_not_used_for_ranking, split_discovery_evaluation
 from .retrieval import select_profile
-from .prompts import Prompt, build_prompt
+from .prompts import Prompt, build_prompt, with_other_user
 
 __all__ = [
     "DataError", "Example", "ProfileItem", "dataset_names", "load_examples", "Split",

@@ -226,6 +226,7 @@ def load_conventions2012(path: str | Path | None = None) -> list[Example]:
                     profile=profile,
                     task="conventions2012",
                     split="train",
+                    lead=lead,
                 )
             )
     log.info(

@@ -1,12 +1,19 @@
-"""Prompts that fit profile + input into a token budget, each with a no-profile twin (for PCS contrast and CAD)."""
+"""Prompts that fit profile + input into a token budget, with two twins: no profile, and another user's profile.
+
+The three prompt variants of an example (the *conditions*) differ only in the profile block: ``own`` (the user's
+items), ``other`` (items of a different user, chosen by the same retrieval for this input and filled to the own
+block's token count within ±5%) and ``none``. The input and the gold target are the same in all three.
+"""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import random
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .records import DataError, Example
 from .retrieval import select_profile
@@ -29,6 +36,22 @@ class Prompt:
     profile_span: tuple[int, int] | None = None  # character span of the profile block inside with_profile
     profile_positions: tuple[int, ...] = ()  # ProfileItem.position of each item shown, in prompt order
     input_truncated: bool = False
+    input_text: str = ""  # the input as shown (cut when it alone did not fit)
+    prefill: str = ""  # the start of the answer shown after the generation prompt (continuation framing)
+    chat: bool = True  # rendered with the tokenizer's chat template
+    other_profile: str = ""  # the same prompt holding another user's profile block (see with_other_user)
+    other_user_id: str = ""
+    n_tokens: dict = dataclasses.field(default_factory=dict)  # condition -> prompt tokens; "profile"/"other_profile"
+
+    def text(self, condition: str) -> str:
+        """The prompt in ``condition``: ``own`` (with profile), ``other`` (another user's profile) or ``none``."""
+        texts = {"own": self.with_profile, "none": self.without_profile}
+        if self.other_profile:
+            texts["other"] = self.other_profile
+        if condition not in texts:
+            hint = " (build it with harness.data.with_other_user)" if condition == "other" else ""
+            raise DataError(f"example {self.example_id} has no {condition!r} prompt{hint}; has {', '.join(texts)}")
+        return texts[condition]
 
 
 @lru_cache(maxsize=1)
@@ -49,14 +72,25 @@ def _profile_block(texts: list[str]) -> str:
     return PROFILE_HEADER + "\n".join(f"[{i}] {text}" for i, text in enumerate(texts, start=1))
 
 
-def _render(texts: list[str], input_text: str, tokenizer: Any, chat: bool) -> str:
-    """Full model text: profile block, input, then the chat template's generation prompt (or a plain cue)."""
+def _render(texts: list[str], input_text: str, tokenizer: Any, chat: bool, prefill: str = "") -> str:
+    """Full model text: profile block, input, then the chat template's generation prompt (or a plain cue), then
+    ``prefill``: the start of the answer, which the gold output continues (the continuation framing)."""
     block = _profile_block(texts)
     content = f"{block}\n\n{input_text}" if block else input_text
     if chat:
         messages = [{"role": "user", "content": content}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return content + PLAIN_ANSWER_CUE
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
+    return content + (f"\n\n{prefill}" if prefill else PLAIN_ANSWER_CUE)
+
+
+FRAMINGS = ("prefill", "instruction")
+
+
+def _prefill(example: Example, framing: str) -> str:
+    """What the answer starts with: the example's lead for the prefill framing (nothing for the instruction one)."""
+    if framing not in FRAMINGS:
+        raise DataError(f"unknown framing {framing!r}; framings: {', '.join(FRAMINGS)}")
+    return example.lead if framing == "prefill" else ""
 
 
 def _largest_fitting_prefix(ids: list[int], tokenizer: Any, fits: Callable[[str], bool]) -> str:
@@ -77,17 +111,23 @@ def build_prompt(
     *,
     max_prompt_tokens: int = 512,
     k: int = 4,
-    method: str = "bm25",
+    retrieval: str = "bm25",
     chat: bool = True,
     seed: int = 0,
+    framing: str = "instruction",
 ) -> Prompt:
-    """Top-k profile items + input within max_prompt_tokens: drop lowest-ranked items, then cut the last one."""
+    """Top-k profile items + input within max_prompt_tokens: drop lowest-ranked items, then cut the last one.
+
+    ``framing="prefill"`` starts the answer with the example's lead, so the model continues the text (and the gold
+    target, then prefixed by a space, is scored as that continuation); "instruction" leaves the answer empty.
+    """
+    prefill = _prefill(example, framing)
 
     def n_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def fits(texts: list[str], input_text: str) -> bool:
-        return n_tokens(_render(texts, input_text, tokenizer, chat)) <= max_prompt_tokens
+        return n_tokens(_render(texts, input_text, tokenizer, chat, prefill)) <= max_prompt_tokens
 
     input_text, truncated = example.input, False
     if not fits([], input_text):
@@ -103,7 +143,7 @@ def build_prompt(
         )
         items = []
     else:
-        items = select_profile(example, k=k, method=method, seed=seed)
+        items = select_profile(example, k=k, retrieval=retrieval, seed=seed)
     texts = [item.text for item in items]
     while len(texts) > 1 and not fits(texts, input_text):
         texts.pop()  # lowest-ranked first
@@ -111,17 +151,85 @@ def build_prompt(
         ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
         cut = _largest_fitting_prefix(ids, tokenizer, lambda t: fits([t], input_text))
         texts = [cut] if cut else []
-    with_profile = _render(texts, input_text, tokenizer, chat)
+    with_profile = _render(texts, input_text, tokenizer, chat, prefill)
     block = _profile_block(texts)
     span = (with_profile.index(block), with_profile.index(block) + len(block)) if block else None
     return Prompt(
         with_profile=with_profile,
-        without_profile=_render([], input_text, tokenizer, chat),
-        target=example.output,
+        without_profile=_render([], input_text, tokenizer, chat, prefill),
+        target=f" {example.output}" if prefill else example.output,
         n_profile_items=len(texts),
         example_id=example.example_id,
         user_id=example.user_id,
         profile_span=span,
         profile_positions=tuple(item.position for item in items[: len(texts)]),
         input_truncated=truncated,
+        input_text=input_text,
+        prefill=prefill,
+        chat=chat,
     )
+
+
+def _n_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def with_other_user(prompt: Prompt, example: Example, donors: Sequence[Example], tokenizer: Any, *,
+                    retrieval: str = "bm25", seed: int = 0, tolerance: float = 0.05) -> Prompt:
+    """``prompt`` with its ``other`` twin: a different user's profile items, ranked by the same ``retrieval`` for this
+    input, filled to the own profile block's token count within ``tolerance`` (the last item cut by tokens).
+
+    The donor is drawn (seeded by ``seed`` and the example id) from ``donors``' users other than the example's; a
+    donor whose profile is too short is skipped for the next. Token counts of all variants go to ``n_tokens``.
+    """
+    block = _profile_block_of(prompt)
+    own_tokens = _n_tokens(tokenizer, block) if block else 0
+    counts = {"own": _n_tokens(tokenizer, prompt.with_profile), "none": _n_tokens(tokenizer, prompt.without_profile),
+              "profile": own_tokens}
+    input_text = prompt.input_text or example.input
+    profiles: dict[str, tuple] = {}
+    for d in donors:
+        if d.user_id != example.user_id:
+            profiles.setdefault(d.user_id, d.profile)
+    users = sorted(profiles)
+    random.Random(f"other-user:{seed}:{example.example_id}").shuffle(users)
+    if not users:
+        raise DataError(f"example {example.example_id}: no other user among {len(donors)} donor examples")
+    if not own_tokens:  # no own profile shown: the other twin has none either
+        return dataclasses.replace(prompt, other_profile=prompt.without_profile, other_user_id=users[0],
+                                   n_tokens={**counts, "other": counts["none"], "other_profile": 0})
+    lo, hi = own_tokens * (1 - tolerance), own_tokens * (1 + tolerance)
+    for user in users:
+        donor = dataclasses.replace(example, user_id=user, profile=profiles[user])
+        items = [item.text for item in select_profile(donor, k=len(donor.profile), retrieval=retrieval, seed=seed)]
+        texts = _fill(items, tokenizer, lo, hi)
+        if texts is not None:
+            other = _render(texts, input_text, tokenizer, prompt.chat, prompt.prefill)
+            n_block = _n_tokens(tokenizer, _profile_block(texts))
+            return dataclasses.replace(prompt, other_profile=other, other_user_id=user, n_tokens={
+                **counts, "other": _n_tokens(tokenizer, other), "other_profile": n_block})
+    raise DataError(f"example {example.example_id}: no other user's profile reaches {own_tokens} tokens "
+                    f"(±{tolerance:.0%}) among {len(users)} users")
+
+
+def _fill(items: list[str], tokenizer: Any, lo: float, hi: float) -> list[str] | None:
+    """Items in rank order until the profile block holds between ``lo`` and ``hi`` tokens (the last one cut by
+    tokens to land there); None when all of them are too short."""
+    texts: list[str] = []
+    for item in items:
+        n = _n_tokens(tokenizer, _profile_block(texts + [item]))
+        if n < lo:
+            texts.append(item)
+            continue
+        if n <= hi:
+            return texts + [item]
+        ids = tokenizer(item, add_special_tokens=False)["input_ids"]
+        cut = _largest_fitting_prefix(ids, tokenizer, lambda t: _n_tokens(tokenizer, _profile_block(texts + [t])) <= hi)
+        if cut and _n_tokens(tokenizer, _profile_block(texts + [cut])) >= lo:
+            return texts + [cut]
+        return None
+    return None
+
+
+def _profile_block_of(prompt: Prompt) -> str:
+    return prompt.with_profile[prompt.profile_span[0]:prompt.profile_span[1]] if prompt.profile_span else ""

@@ -34,6 +34,7 @@ class Example:
     profile: tuple[ProfileItem, ...]
     task: str
     split: str
+    lead: str = ""  # text the gold output continues (e.g. a paragraph's first sentence): what a prefill shows
 
     def __post_init__(self) -> None:
         if not self.example_id:

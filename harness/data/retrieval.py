@@ -8,7 +8,7 @@ import bm25s
 from ..logs import quieted
 from .records import DataError, Example, ProfileItem
 
-METHODS = ("bm25", "recency", "random")
+RETRIEVALS = ("bm25", "recency", "random")
 
 
 def _bm25_scores(texts: list[str], query: str) -> list[float]:
@@ -24,19 +24,19 @@ def _bm25_scores(texts: list[str], query: str) -> list[float]:
 
 
 def select_profile(
-    example: Example, query: str | None = None, *, k: int, method: str = "bm25", seed: int = 0
+    example: Example, query: str | None = None, *, k: int, retrieval: str = "bm25", seed: int = 0
 ) -> list[ProfileItem]:
     """The k best profile items, best first; BM25 ties (and no-overlap queries) go to the more recent item."""
     if k < 1:
         raise DataError(f"k must be >= 1, got {k}")
     items = list(example.profile)
-    if method == "bm25":
+    if retrieval == "bm25":
         scores = _bm25_scores([item.text for item in items], example.input if query is None else query)
         ranked = sorted(zip(scores, items), key=lambda pair: (-pair[0], -pair[1].position))
         return [item for _, item in ranked[:k]]
-    if method == "recency":
+    if retrieval == "recency":
         return sorted(items, key=lambda item: -item.position)[:k]
-    if method == "random":
+    if retrieval == "random":
         rng = random.Random(f"{seed}:{example.example_id}")  # str seeds are stable across runs
         return rng.sample(items, min(k, len(items)))
-    raise DataError(f"unknown retrieval method {method!r}; methods: {', '.join(METHODS)}")
+    raise DataError(f"unknown profile retrieval {retrieval!r}; retrievals: {', '.join(RETRIEVALS)}")

@@ -1,0 +1,132 @@
+"""Measure head sets on evaluation examples: ablated gold losses per prompt variant, checkpointed by set *content*.
+
+A head set is identified by its heads (``str(HeadSet)``), never by a display name, so a re-ranking that changes
+``pcs@10`` measures the new heads instead of reusing the old ones' losses; sets with equal heads are measured once.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+from tqdm import tqdm
+
+from .heads import HeadSet, random_headset
+from .pcs import ablated_losses
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A head set in a comparison: its table name, family, size k, heads, and (random sets) what it is matched to."""
+
+    name: str
+    family: str
+    k: int
+    heads: HeadSet
+    matched_to: str = ""
+
+
+DAMAGE_SIZES = (1, 2, 3, 5, 8, 13, 21)  # head-set sizes of the damage-matched null (cycled)
+
+
+def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: Sequence[int], *, n_random: int,
+                    n_random_other: int, n_unmatched: int, seed: int, matched_to: str = "each",
+                    n_damage: int = 0) -> list[NamedSet]:
+    """Every set of the sweep, all drawn from one seeded sampler:
+
+    - each family's top-k;
+    - random sets matched per layer to each family's set (``matched_to="each"``) or to the first family's only
+      (``"primary"``): ``n_random`` at the largest k, ``n_random_other`` at the others; each names its match;
+    - uniform random sets of size k;
+    - ``n_damage`` random sets of many sizes and layers (``random_damage``, k = their size): the cloud that relates
+      the specific gain a set removes to the generic damage it does (``outcomes.damage_matched``).
+    """
+    rng = random.Random(seed)
+    kmax = max(k_heads)
+    nulls_for = list(families) if matched_to == "each" else [families[0]]
+    out: list[NamedSet] = []
+    for k in k_heads:
+        n_rand = n_random if k == kmax else n_random_other
+        n_unm = n_unmatched if k == kmax else max(1, n_unmatched * n_random_other // max(n_random, 1))
+        named = {f: ranking.top(f, k) for f in families}
+        out += [NamedSet(f"{f}@{k}", f, k, named[f]) for f in families]
+        out += [NamedSet(f"random_matched:{f}#{i}@{k}", "random_matched", k, random_headset(shape, rng, like=named[f]),
+                         f) for f in nulls_for for i in range(n_rand)]
+        out += [NamedSet(f"random_uniform#{i}@{k}", "random_uniform", k, random_headset(shape, rng, k=k))
+                for i in range(n_unm)]
+    total = shape.n_layers * shape.n_heads
+    for i in range(n_damage):
+        size = min(DAMAGE_SIZES[i % len(DAMAGE_SIZES)], total)
+        lo = rng.randrange(shape.n_layers)  # a band of layers, so sets differ in depth as well as size
+        band = HeadSet((layer, h) for layer in range(lo, min(shape.n_layers, lo + max(1, shape.n_layers // 3)))
+                       for h in range(shape.n_heads))
+        pool = band if len(band) >= size else HeadSet((layer, h) for layer in range(shape.n_layers)
+                                                      for h in range(shape.n_heads))
+        out.append(NamedSet(f"random_damage#{i}", "random_damage", size, HeadSet(rng.sample(list(pool.heads), size))))
+    return out
+
+
+def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: Sequence[str], *,
+                    positions: str = "all", batch_size: int | None = None) -> pd.DataFrame:
+    """Gold loss of every evaluation example under every set's ablation, per condition: one tidy row per
+    (example, set) with ``loss_<condition>`` and ``clean_<condition>`` columns.
+
+    Checkpoint rows are ``<example>|<condition>`` -> {heads: loss}; only heads not yet measured are computed, so a
+    resume or a changed ranking measures exactly what is missing.
+    """
+    ck = run.checkpoint("losses")
+    unique = sorted({str(s.heads) for s in sets})
+    todo = [(e, c) for e in setup.split.evaluation for c in conditions
+            if not set(unique) <= set(ck.records.get(f"{e.example_id}|{c}", {}).get("losses", {}))]
+    for ex, cond in tqdm(todo, desc="ablation sets", unit="example×condition"):
+        key = f"{ex.example_id}|{cond}"
+        have = dict(ck.records[key]["losses"]) if key in ck else {}
+        missing = [h for h in unique if h not in have]
+        item = setup.tokenized(ex.example_id, cond)
+        clean, losses = setup.call(ablated_losses, setup.model, item, [HeadSet.parse(h) for h in missing],
+                                   positions=positions, batch_size=batch_size, remote=setup.remote,
+                                   what=f"ablation sets on {key}", **setup.ablation)
+        ck.add(key, user_id=ex.user_id, clean=clean, losses={**have, **dict(zip(missing, losses.tolist()))})
+    rows = []
+    for ex in setup.split.evaluation:
+        recs = {c: ck.get(f"{ex.example_id}|{c}") for c in conditions}
+        for s in sets:
+            row = {"example_id": ex.example_id, "user_id": ex.user_id, "set": s.name, "family": s.family, "k": s.k,
+                   "heads": str(s.heads), "matched_to": s.matched_to}
+            for c, r in recs.items():
+                row[f"loss_{c}"], row[f"clean_{c}"] = r["losses"][str(s.heads)], r["clean"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def generations(setup: Any, run: Any, specs: Sequence[Any], *, max_new_tokens: int, max_prompt_tokens: int,
+                batch_size: int = 8, split: str = "evaluation") -> dict[str, list[str]]:
+    """Each generation method's texts on the ``split`` examples, checkpointed by split and the method's content."""
+    from .generation import build_prompts, generate
+
+    ck = run.checkpoint("generations")
+    examples = getattr(setup.split, split)
+    for spec in tqdm([s for s in specs if f"{split}|{s.key}" not in ck], desc=f"generation methods ({split})"):
+        prompts = build_prompts(spec, examples, setup.tokenizer, max_prompt_tokens=max_prompt_tokens,
+                                chat=setup.chat, framing=setup.framing)
+        ck.add(f"{split}|{spec.key}", texts=generate(setup.model, prompts, spec, max_new_tokens=max_new_tokens,
+                                                     batch_size=batch_size, remote=setup.remote))
+    return {spec.name: ck.get(f"{split}|{spec.key}")["texts"] for spec in specs}
+
+
+def score_generations(setup: Any, texts: dict[str, list[str]], metrics: Sequence[str],
+                      split: str = "evaluation") -> pd.DataFrame:
+    """One row per (generation method, evaluation example): the text, its ``metrics`` against the gold output (style
+    similarity against the user's profile), and whether it continues the text (``continues``: no quoted repeat of the
+    lead, no commentary)."""
+    from .metrics import continues_text, score_examples
+
+    evaluation = getattr(setup.split, split)
+    refs = [setup.prompts[e.example_id].target for e in evaluation]
+    profiles = [[p.text for p in e.profile] for e in evaluation]
+    return pd.DataFrame([{"generation": name, "example_id": e.example_id, "user_id": e.user_id, "text": text,
+                          **{m: score[m] for m in metrics}, "continues": float(continues_text(text, e.lead))}
+                         for name, ts in texts.items()
+                         for e, text, score in zip(evaluation, ts, score_examples(ts, refs, profiles))])

@@ -1,0 +1,97 @@
+"""The personalization signal, measured before any head claim: how much the user's own profile lowers the gold loss.
+
+    gain_own      = L_none  − L_own     (the profile helps)
+    gain_other    = L_none  − L_other   (any user's profile of the same length helps)
+    gain_specific = L_other − L_own     (this user's profile helps more than another's: the user-specific gain)
+
+Each is averaged per user, with a user-clustered 95% CI, on the discovery and on the evaluation split. A head set can
+only carry a user-specific preference where ``gain_specific`` is measurably above 0; where its CI includes 0 every
+table of the study says so (``NO_SIGNAL``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import pandas as pd
+from tqdm import tqdm
+
+from . import stats
+from .pcs import ablated_losses
+
+log = logging.getLogger("harness")
+
+GAINS = {"gain_own": ("none", "own"), "gain_other": ("none", "other"), "gain_specific": ("other", "own")}
+NO_SIGNAL = ("no measured user-specific signal (gain_specific's CI includes 0): head effects below are not evidence "
+             "about preference")
+
+
+def clean_losses(setup: Any, run: Any, conditions: Sequence[str]) -> pd.DataFrame:
+    """Unablated gold loss of every example (discovery and evaluation) in every condition, checkpointed; one row per
+    example with ``split``, ``user_id`` and ``loss_<condition>`` columns."""
+    ck = run.checkpoint("clean_losses")
+    sides = [("discovery", e) for e in setup.split.discovery] + [("evaluation", e) for e in setup.split.evaluation]
+    todo = [(e, c) for _, e in sides for c in conditions if f"{e.example_id}|{c}" not in ck]
+    for ex, cond in tqdm(todo, desc="signal (clean losses)", disable=not todo):
+        clean, _ = setup.call(ablated_losses, setup.model, setup.tokenized(ex.example_id, cond), [],
+                              remote=setup.remote, what=f"clean loss of {ex.example_id} ({cond})")
+        ck.add(f"{ex.example_id}|{cond}", loss=clean)
+    return pd.DataFrame([{"split": side, "example_id": e.example_id, "user_id": e.user_id,
+                          **{f"loss_{c}": ck.get(f"{e.example_id}|{c}")["loss"] for c in conditions}}
+                         for side, e in sides])
+
+
+def signal_rows(losses: pd.DataFrame, *, n_boot: int, seed: int) -> list[dict]:
+    """One row per (split, gain) that the measured conditions allow: mean over examples, user-clustered CI (or, with
+    fewer than ``MIN_USERS_FOR_CI`` users, the range of the user means, marked descriptive), share of users > 0."""
+    rows = []
+    for side, part in losses.groupby("split", sort=False):
+        users = part.user_id.to_numpy()
+        for gain, (a, b) in GAINS.items():
+            if f"loss_{a}" not in part or f"loss_{b}" not in part:
+                continue
+            values = (part[f"loss_{a}"] - part[f"loss_{b}"]).to_numpy()
+            per_user = pd.Series(values).groupby(users).mean()
+            descriptive = per_user.size < stats.MIN_USERS_FOR_CI
+            lo, hi = ((float(per_user.min()), float(per_user.max())) if descriptive else
+                      stats.bootstrap_ci(values, clusters=users, n_boot=n_boot, seed=seed))
+            rows.append({"split": side, "gain": gain, "mean": float(values.mean()), "ci": (lo, hi),
+                         "interval": stats.RANGE_LABEL if descriptive else stats.CI_LABEL,
+                         "n_examples": int(values.size), "n_users": int(per_user.size),
+                         "users_positive": float((per_user > 0).mean()), "sd_user": float(per_user.std(ddof=1))
+                         if per_user.size > 1 else float("nan")})
+    return rows
+
+
+COLUMNS = [("split", "split"), ("gain", "gain"), ("mean", "mean"), ("ci", "interval"), ("interval", "interval is"),
+           ("n_examples", "examples"), ("n_users", "users"), ("users_positive", "share of users > 0")]
+
+
+def has_signal(rows: Sequence[dict], split: str = "evaluation") -> bool | None:
+    """Whether ``gain_specific``'s interval on ``split`` lies above 0 (None when it was not measured or is only
+    descriptive)."""
+    row = next((r for r in rows if r["split"] == split and r["gain"] == "gain_specific"), None)
+    if row is None or "descriptive" in row["interval"]:
+        return None
+    return bool(row["ci"][0] > 0)
+
+
+def signal_note(rows: Sequence[dict]) -> str:
+    """The warning every table of the study carries when the user-specific signal is not measured above 0."""
+    measured = has_signal(rows)
+    if measured is None:
+        return ("no measured user-specific signal (too few evaluation users for an interval): head effects below "
+                "are not evidence about preference")
+    return "" if measured else NO_SIGNAL
+
+
+def summary_line(rows: Sequence[dict]) -> str:
+    """One printable line per split: the three gains with their intervals."""
+    out = []
+    for side in dict.fromkeys(r["split"] for r in rows):
+        parts = [f"{r['gain']} {r['mean']:+.3f} {'range' if 'descriptive' in r['interval'] else 'CI'} "
+                 f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" for r in rows if r["split"] == side]
+        n_users = next(r["n_users"] for r in rows if r["split"] == side)
+        out.append(f"signal on {side} ({n_users} users): " + "; ".join(parts))
+    return "\n".join(out)

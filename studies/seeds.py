@@ -1,0 +1,92 @@
+"""Across split seeds: do the same heads come out, and what does the pooled evidence say?
+
+    python -m studies.seeds --preset full --data conventions2012 --seeds 0 1 2
+
+Reads the ranking and ablation runs of each seed (``results/<model>/<data>/seed<k>/``; run them first, e.g. with
+``python -m studies.pipeline --seeds 0 1 2``) and writes ``all_seeds/seeds_summary[-<design>]/``: the top-k overlap of
+every family across seeds (mean pairwise Jaccard), each seed's set summary, and the pooled estimate: every seed's
+evaluation examples together, clustered by user (a user drawn into several evaluation splits counts once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness import outcomes, tables
+from harness.config import ConfigError, StudyConfig, option
+from harness.logs import configure as configure_logging
+from harness.ranking import Ranking, jaccard
+from harness.runs import Run, slug
+
+log = logging.getLogger("harness")
+
+
+@dataclass
+class SeedsConfig(StudyConfig):
+    """A summary across split seeds of the ranking and ablation runs."""
+
+    study = "seeds_summary"
+    seeds: list[int] = option([0, 1, 2], "split seeds whose runs are summarized")
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.seeds) < 2:
+            raise ConfigError(f"--seeds needs at least two seeds, got {self.seeds}")
+
+    def folder(self, study: str | None = None) -> str:
+        return super().folder(study).replace(f"seed{self.seed}/", "all_seeds/", 1)
+
+
+def main(argv: list[str] | None = None) -> Run:
+    cfg = SeedsConfig.from_argv(argv)
+    configure_logging(cfg.verbose)
+    base = Path(cfg.results) / slug(cfg.model) / slug(cfg.data)
+    per_seed = {s: dataclasses.replace(cfg, seed=s) for s in cfg.seeds}
+    folders = {s: (base / StudyConfig.folder(c, "pcs_ranking"), base / StudyConfig.folder(c, "ablation_comparison"))
+               for s, c in per_seed.items()}
+    missing = [str(p) for pair in folders.values() for p in pair if not (p / "manifest.json").exists()]
+    if missing:
+        raise SystemExit(f"no finished run in {', '.join(missing)}: run `python -m studies.pipeline --seeds "
+                         f"{' '.join(map(str, cfg.seeds))}` (same --model/--data/--preset) first")
+    run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
+                   command=cfg.command())
+    rankings = {s: Ranking.load(r) for s, (r, _) in folders.items()}
+    overlap = [{"family": f, "k": k, "mean_jaccard": sum(jaccard(rankings[a].top(f, k), rankings[b].top(f, k))
+                                                         for a, b in pairs) / len(pairs), "seeds": len(cfg.seeds)}
+               for f in rankings[cfg.seeds[0]].families for k in cfg.k_heads
+               for pairs in [list(itertools.combinations(cfg.seeds, 2))]]
+    tables.write_tables(overlap, [("family", "head family"), ("k", "k"), ("mean_jaccard", "mean pairwise Jaccard"),
+                                  ("seeds", "seeds")], run.root, "overlap_across_seeds")
+
+    frames = []
+    for s, (_, abl) in folders.items():
+        frame = pd.read_csv(abl / "per_example.csv", keep_default_na=False)  # matched_to "" stays ""
+        frames.append(frame.assign(seed=s, example_id=f"seed{s}:" + frame.example_id.astype(str)))
+    pooled = pd.concat(frames, ignore_index=True)
+    families, kmax = rankings[cfg.seeds[0]].families, max(cfg.k_heads)
+    measured = [o for o in outcomes.OUTCOMES if o in pooled.columns]
+    stat = dict(n_boot=cfg.n_boot, seed=cfg.seed)
+    rows = [{**r, "seed": s} for o in measured for s, grp in [*pooled.groupby("seed"), ("pooled", pooled)]
+            for r in outcomes.set_summary(grp, o, kmax, families, **stat)]
+    tables.write_tables(rows, [("seed", "seed")] + outcomes.SUMMARY_COLUMNS, run.root, "set_summary_by_seed")
+    for o in measured:
+        comps = outcomes.compare_sets(pooled, o, kmax, families[0], families[1:], null_of=families[0],
+                                      n_perm=cfg.n_perm, **stat)
+        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(pooled, comps)),
+                            outcomes.COMPARISON_COLUMNS, run.root, f"comparison_pooled_{o}")
+    log.info("top-%d overlap across seeds (mean Jaccard): %s", kmax, ", ".join(
+        f"{r['family']} {r['mean_jaccard']:.2f}" for r in overlap if r["k"] == kmax))
+    run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, extra={
+        "seed_runs": {str(s): [str(p) for p in pair] for s, pair in folders.items()},
+        "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique())})
+    return run
+
+
+if __name__ == "__main__":
+    main()

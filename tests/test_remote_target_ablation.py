@@ -1,0 +1,80 @@
+"""Target-position scoring and prompt-once DPS on the loopback NDIF service equal the same calls run locally.
+
+The prompt's KV cache is made in one trace of a session and handed to the later traces of the same session, on
+the server: one request per example and condition.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.ablation import capture
+from harness.heads import HeadSet
+from harness.pcs import ablated_losses, encode, head_effects
+from harness.remote import remote_job_counter, require_api_key, resolve_remote
+from ndif_service import TEST_API_KEY, missing_requirements
+
+MISSING = missing_requirements()
+pytestmark = [pytest.mark.remote, pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
+
+PROMPT = "Alice writes short, dry answers. Summarise her profile:"
+TARGET = " Terse and to the point."
+SETS = [HeadSet.parse("L0H1,L1H2"), HeadSet.parse("L1H0-3"), HeadSet(), HeadSet.parse("L0H0-3")]
+
+
+@pytest.fixture(autouse=True)
+def _restore_config(restore_nnsight_config):
+    """Every test here leaves nnsight's host/key config as it found it."""
+
+
+@pytest.fixture
+def remote(ndif_stack, monkeypatch) -> str:
+    """The `remote=` value a study passes: the loopback host URL, resolved by the harness."""
+    monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
+    require_api_key(ndif_stack.api_url)
+    return resolve_remote(ndif_stack.api_url)
+
+
+@pytest.fixture(scope="module")
+def item(local):
+    return encode(local.tokenizer, PROMPT, TARGET)
+
+
+@pytest.mark.parametrize("mode", ["zero", "resample"])
+def test_target_position_losses_remote_equal_local_in_one_request(client, local, remote, ndif_stack, item, mode):
+    reference = capture(local, "Bob likes long stories about boats and the sea.") if mode == "resample" else None
+    before = ndif_stack.executed_jobs()
+    with remote_job_counter() as count:
+        clean, losses = ablated_losses(client, item, SETS, mode=mode, reference=reference, positions="target",
+                                       batch_size=3, remote=remote)
+    assert count.requests == 1, "prompt trace, clean trace and every batch should travel as one session"
+    assert ndif_stack.executed_jobs() - before == 1
+    want_clean, want = ablated_losses(local, item, SETS, mode=mode, reference=reference, positions="target",
+                                      batch_size=3, reuse_prompt=False)
+    assert clean == pytest.approx(want_clean, rel=1e-5)
+    torch.testing.assert_close(losses, want)
+    assert losses[2] == pytest.approx(clean, rel=1e-5) and (losses - clean).abs().max() > 0
+
+
+def test_target_position_head_effects_remote_equal_local(client, local, remote, item):
+    with remote_job_counter() as count:
+        clean, deltas = head_effects(client, item, positions="target", remote=remote)
+    assert count.requests == 1
+    want_clean, want = head_effects(local, item, positions="target", reuse_prompt=False)
+    assert clean == pytest.approx(want_clean, rel=1e-5)
+    torch.testing.assert_close(deltas, want)
+
+
+def test_prompt_once_dps_remote_equals_local_in_one_request(client, local, remote):
+    from harness.decoding import Contrast, decode
+
+    kwargs = dict(heads=HeadSet.parse("L0H2,L1H0"), contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=4,
+                  record_delta=3, ablate_positions="target")
+    prompts = [PROMPT, "Bob likes long stories about boats."]
+    with remote_job_counter() as count:
+        got = decode(client, prompts, remote=remote, **kwargs)
+    assert count.requests == 1
+    want = decode(local, prompts, fused=False, **kwargs)
+    assert got.token_ids == want.token_ids
+    torch.testing.assert_close(got.delta_top["promoted"], want.delta_top["promoted"])
