@@ -95,3 +95,15 @@ def summary_line(rows: Sequence[dict]) -> str:
         n_users = next(r["n_users"] for r in rows if r["split"] == side)
         out.append(f"signal on {side} ({n_users} users): " + "; ".join(parts))
     return "\n".join(out)
+
+
+def prior_mde(rows: Sequence[dict], n_users: int, *, n_tests: int) -> dict:
+    """The minimal detectable effect (80% power, alpha .05 after Holm over ``n_tests``) at ``n_users`` evaluation
+    users, from the discovery users' spread of the user-specific gain (of the profile gain when no other-user
+    variant was measured): the scale a head set's specific gain lost is measured on."""
+    gain = "gain_specific" if any(r["gain"] == "gain_specific" for r in rows) else "gain_own"
+    row = next(r for r in rows if r["split"] == "discovery" and r["gain"] == gain)
+    value = stats.mde(row["sd_user"], n_users, n_tests=n_tests)
+    return {"mde": value, "from": f"discovery SD of per-user {gain}", "sd_user": row["sd_user"], "n_users": n_users,
+            "n_tests": n_tests, "discovery_gain": row["mean"], "share_of_gain": value / row["mean"] if row["mean"]
+            else float("nan")}

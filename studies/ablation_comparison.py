@@ -11,6 +11,7 @@ outcome of ``harness.outcomes``. Tables: the primary family vs every other famil
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 import pandas as pd
@@ -26,6 +27,9 @@ from harness.report import ablation_report
 from harness.metrics import rouge
 from harness.ranking import load_ranking
 from harness.runs import Run, relative_path, write_csv, write_json
+from harness.signal import prior_mde
+
+log = logging.getLogger("harness")
 
 
 @dataclass
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> Run:
                                                   batch_size=cfg.batch_size), cfg.conditions)
     write_csv(run.path("per_example.csv"), frame)
 
+    power = prior_mde(setup.signal, int(frame.user_id.nunique()), n_tests=len(families))
+    log.info("minimal detectable effect at %d evaluation users: %.4f nats (%s)", power["n_users"], power["mde"],
+             power["from"])
     stat = dict(n_boot=cfg.n_boot, seed=cfg.seed)
     ablation_report(frame, run, families, cfg.k_heads, title=f"{cfg.data}, n={frame.example_id.nunique()}",
                     n_perm=cfg.n_perm, **stat)
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> Run:
                          ("interval", "interval is")], run.root,
                         "generation_rouge", note=run.note)
     return finish(run, setup, cfg, n_eval=int(frame.example_id.nunique()), n_users=int(frame.user_id.nunique()),
-                  k_main=kmax, n_random=cfg.n_random, ranking_run=relative_path(str(ranking_dir.resolve())),
+                  k_main=kmax, n_random=cfg.n_random, prior_mde=power, ranking_run=relative_path(str(ranking_dir.resolve())),
                   ranking_config_hash=ranking.config_hash)
 
 

@@ -18,7 +18,7 @@ from harness import tables
 from harness.config import StudyConfig, option
 from harness.experiment import finish, start
 from harness.runs import Run
-from harness.stats import mde
+from harness.signal import prior_mde
 
 log = logging.getLogger("harness")
 
@@ -34,22 +34,16 @@ class SignalConfig(StudyConfig):
 def main(argv: list[str] | None = None) -> Run:
     cfg = SignalConfig.from_argv(argv)
     setup, run = start(cfg, ablates=False)
-    rows = {(r["split"], r["gain"]): r for r in setup.signal}
-    sd = rows.get(("discovery", "gain_specific"), rows.get(("discovery", "gain_own")))["sd_user"]
     n_eval_users = len({e.user_id for e in setup.split.evaluation})
-    sizing = [{"what": f"MDE at the evaluation users (n={n_eval_users})", "users": n_eval_users,
-               "mde": mde(sd, n_eval_users, n_tests=cfg.n_tests)}]
-    gain = rows.get(("discovery", "gain_specific"), {}).get("mean", float("nan"))
-    for users in (16, 32, 64, 128, 256):
-        sizing.append({"what": "MDE at", "users": users, "mde": mde(sd, users, n_tests=cfg.n_tests)})
-    for r in sizing:
-        r["share_of_specific_gain"] = r["mde"] / gain if gain and gain == gain else float("nan")
-    tables.write_tables(sizing, [("what", "sizing"), ("users", "evaluation users"), ("mde", "MDE (nats)"),
-                                 ("share_of_specific_gain", "MDE / discovery specific gain")], run.root, "mde",
+    sizing = [{"what": "at the evaluation users" if users == n_eval_users else "at", **prior_mde(
+        setup.signal, users, n_tests=cfg.n_tests)} for users in (n_eval_users, 16, 32, 64, 128, 256)]
+    sd, gain = sizing[0]["sd_user"], sizing[0]["discovery_gain"]
+    tables.write_tables(sizing, [("what", "MDE"), ("n_users", "evaluation users"), ("mde", "MDE (nats)"),
+                                 ("share_of_gain", "MDE / discovery gain"), ("from", "from")], run.root, "mde",
                         note=run.note)
     log.info("discovery SD of the per-user specific gain %.4f; MDE at %d evaluation users %.4f nats (%.0f%% of the "
              "discovery specific gain %.4f)", sd, n_eval_users, sizing[0]["mde"],
-             100 * sizing[0]["share_of_specific_gain"], gain)
+             100 * sizing[0]["share_of_gain"], gain)
     return finish(run, setup, cfg, sizing=sizing, discovery_sd_user=sd)
 
 

@@ -66,3 +66,30 @@ def test_mde_of_pairs_uses_user_means():
     diff = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
     users = ["a", "a", "b", "b", "c", "c"]
     assert stats.mde_of_pairs(diff, users) == pytest.approx(stats.mde(1.0, 3))
+
+
+def test_prior_mde_uses_the_discovery_spread_of_the_specific_gain():
+    rows = signal.signal_rows(_losses(n_users=10, specific=0.1), n_boot=200, seed=0)
+    sd = next(r["sd_user"] for r in rows if r["split"] == "discovery" and r["gain"] == "gain_specific")
+    out = signal.prior_mde(rows, 20, n_tests=5)
+    assert out["mde"] == pytest.approx(stats.mde(sd, 20, n_tests=5)) and "gain_specific" in out["from"]
+
+
+def test_signal_study_writes_the_gains_and_the_sizing_table(tiny_model_dir, tmp_path):
+    import json
+
+    from studies import signal as signal_study
+
+    run = signal_study.main(["--preset", "quick", "--model", tiny_model_dir, "--n", "12", "--results", str(tmp_path),
+                             "--max-prompt-tokens", "128", "--max-target-tokens", "8", "--n-boot", "200"])
+    table = pd.read_csv(run.root / "signal.csv")
+    assert set(table.gain) == {"gain_own", "gain_other", "gain_specific"} and set(table.split) == {"discovery",
+                                                                                                   "evaluation"}
+    losses = pd.read_csv(run.root / "signal_losses.csv")
+    assert (losses.loss_own > 0).all() and len(losses) == 12
+    assert len(pd.read_csv(run.root / "mde.csv")) == 6
+    man = json.loads((run.root / "manifest.json").read_text())
+    tokens = man["prompt_tokens"]
+    assert len(tokens) == 12 and all(abs(t["other_profile"] - t["profile"]) <= 0.05 * t["profile"] + 1e-9
+                                     for t in tokens.values())
+    assert not list(run.root.glob("artifacts/mean_reference*"))  # the signal study ablates nothing
