@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(args.model)
     shape = shape_of(model.config)
     tok = model.tokenizer
-    text = " ".join(["The user wrote about travel, food and politics in a long diary entry."] * 40)
+    text = " ".join(["The user wrote about travel, food and politics in a long diary entry."] * 100)
     prompt = tok.decode(tok(text).input_ids[: args.tokens])
     gold = (" My favourite meal on the trip was the grilled fish by the harbour at sunset. The waiter brought it "
             "with lemon, bread and a small salad, and we ate it slowly while the boats came in. Later we walked "
@@ -81,11 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
            "attribution_speedup": t_naive / t_atp, "attribution_spearman": rho}
     print(f"{args.model}: {len(heads)} heads, {item.n_prompt} + {item.n_target} tokens, ablated at "
           f"{args.positions} positions, {torch.get_num_threads()} threads")
-    print(f"naive loop (1 hooked forward per head) : {t_naive:7.1f} s")
-    print(f"harness (batched heads, prefix reuse)  : {t_ours:7.1f} s")
-    print(f"speedup                                : {res['speedup']:.2f}x   (target >= 3)")
-    print(f"max |score difference|                 : {diff:.2e}   (target <= 1e-4)")
-    print(f"attribution PCS (1 fwd + 1 bwd)        : {t_atp:7.1f} s  -> {t_naive / t_atp:.0f}x faster, "
+    print(f"{'naive loop (1 hooked forward per head)':<50}: {t_naive:7.1f} s")
+    label = f"harness (batched heads, prefix reuse{', prompt once' if args.positions == 'target' else ''})"
+    print(f"{label:<50}: {t_ours:7.1f} s")
+    print(f"speedup                                           : {res['speedup']:.2f}x   (target >= 3)")
+    print(f"max |score difference|                            : {diff:.2e}   (target <= 1e-4)")
+    print(f"attribution PCS (1 fwd + 1 bwd)                   : {t_atp:7.1f} s  -> {t_naive / t_atp:.0f}x faster, "
           f"Spearman vs exact {rho:.2f} on this example")
     return res
 

@@ -32,7 +32,7 @@ import torch
 from harness.arch import shape_of
 from harness.heads import Head, HeadSet, random_headset
 from harness.models import load_model
-from harness.pcs import TARGET_BATCH_SIZE, TokenizedInput, ablated_losses
+from harness.pcs import BATCH_SIZE, TokenizedInput, ablated_losses
 
 from .common import time_pair
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     item = example(model.tokenizer, PROFILE_A, args.prompt_tokens, args.target_tokens)
     sets = v2_sets(model, args.sets)
     res: dict = {"model": args.model, "tokens": int(item.ids.shape[0]), "n_target": item.n_target,
-                 "sets": len(sets), "batch_size": TARGET_BATCH_SIZE, "threads": torch.get_num_threads()}
+                 "sets": len(sets), "batch_size": BATCH_SIZE, "threads": torch.get_num_threads()}
     print(f"{args.model}: {len(sets)} head sets (sizes 1-32), {item.n_prompt} + {item.n_target} tokens, "
           f"{torch.get_num_threads()} threads")
     out: dict = {}
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         res.update(cached_s=t_cached, full_s=t_full, speedup=t_full / t_cached, max_abs_diff=diff,
                    clean_diff=abs(out["cached"][0] - out["full"][0]))
         print(f"full re-forward per set (batch {args.baseline_batch})  : {t_full:7.1f} s")
-        print(f"cached prompt, gold tokens only (batch {TARGET_BATCH_SIZE}): {t_cached:7.1f} s")
+        print(f"cached prompt, gold tokens only (batch {BATCH_SIZE}): {t_cached:7.1f} s")
         print(f"speedup                                 : {res['speedup']:.2f}x   (goal >= 8)")
         print(f"max |loss difference|                   : {diff:.2e}   (clean: {res['clean_diff']:.1e})")
     if args.rss:
@@ -168,13 +168,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.v2:
         variants = {"own": PROFILE_A, "other": PROFILE_B, "none": ""}
         items = {k: example(model.tokenizer, p, args.prompt_tokens, args.target_tokens) for k, p in variants.items()}
-        t0 = time.perf_counter()
-        for it in items.values():
+        per_variant = {}
+        for name, it in items.items():
+            t0 = time.perf_counter()
             ablated_losses(model, it, sets, positions="target")
-        t_v2 = time.perf_counter() - t0
-        res.update(v2_example_s=t_v2, v2_projection_h=t_v2 * 64 * 3 / 3600)
-        print(f"one v2 example (own {items['own'].n_prompt}, other {items['other'].n_prompt}, none "
-              f"{items['none'].n_prompt} prompt tokens; {len(sets)} sets each): {t_v2:.1f} s")
+            per_variant[name] = time.perf_counter() - t0
+        t_v2 = sum(per_variant.values())
+        res.update(v2_example_s=t_v2, v2_variant_s=per_variant, v2_projection_h=t_v2 * 64 * 3 / 3600)
+        print(f"one v2 example ({len(sets)} sets per prompt variant): {t_v2:.1f} s = "
+              + ", ".join(f"{k} ({items[k].n_prompt} prompt tokens) {v:.1f} s" for k, v in per_variant.items()))
         print(f"projection, 64 users x 3 seeds = 192 examples: {t_v2 * 192 / 3600:.2f} h on this machine")
     return res
 

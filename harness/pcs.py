@@ -30,9 +30,13 @@ from .prompt_cache import batch_cache, continuation, grouped_kv_attention, windo
 
 POSITIONS = ("all", "target")
 
-# Head sets per forward of target-position scoring (one set per row). Chosen with benchmarks/target_ablation_speed.py
-# on SmolLM2-135M, 1024 + 64 tokens, 2 CPU cores: see the peak RSS per batch size recorded there.
-TARGET_BATCH_SIZE = 32
+# Head sets per forward (one per row). For positions="target", measured with benchmarks/target_ablation_speed.py
+# (150 sets, 1024 + 64 tokens, 2 CPU cores): peak RSS while scoring, SmolLM2-135M 1.6 / 2.3 / 3.5 / 5.7 / 11.8 GB
+# at 8 / 16 / 32 / 64 / 150 rows (~72 MB a row: the row's copy of the prompt KV plus its logits), Gemma-3-270M
+# (262k vocabulary) 3.1 / 4.4 / 6.9 / 11.7 GB at 8 / 16 / 32 / 64; seconds per set flat from 8 to 32 rows on SmolLM2
+# (0.09) and up from 32 on Gemma-3 (0.16 at 16, 0.18 at 32, 0.23 at 64). 16 is the fastest on both and leaves a
+# 24 GB, 2-core machine most of its memory. (It was already the all-positions default.)
+BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -114,23 +118,23 @@ def _scoring_inputs(feed: torch.Tensor, rows: int, prompt: Any, start: int) -> d
 
 
 def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *, mode: str = "zero",
-                   reference: Reference | None = None, positions: str = "all", batch_size: int | None = None,
+                   reference: Reference | None = None, positions: str = "all", batch_size: int | None = BATCH_SIZE,
                    reuse_prefix: bool = True, reuse_prompt: bool = True,
                    remote: bool | str = False) -> tuple[float, torch.Tensor]:
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
 
     ``positions``: ``"all"`` ablates every position; ``"target"`` only the positions that predict the gold tokens
     (``item.target_positions``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
-    set per row; default 16, ``TARGET_BATCH_SIZE`` for ``"target"``). ``reuse_prefix`` skips the blocks below a
-    batch's first ablated layer, feeding them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt
-    below the target positions once and each batch over the gold tokens only; ``False`` re-runs the whole sequence
-    (the reference it is tested against). All traces run in one ``model.session`` (one request remotely).
+    set per row; None: ``BATCH_SIZE``). ``reuse_prefix`` skips the blocks below a batch's first ablated layer, feeding
+    them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt below the target positions once and
+    each batch over the gold tokens only; ``False`` re-runs the whole sequence (the reference it is tested against).
+    All traces run in one ``model.session`` (one request remotely).
     """
     if positions not in POSITIONS:
         raise ValueError(f"positions {positions!r}: choose one of {', '.join(POSITIONS)}")
     shape = shape_of(model.config)
     sets = [HeadSet(s).validate(shape) for s in sets]
-    batch_size = batch_size or (TARGET_BATCH_SIZE if positions == "target" else 16)
+    batch_size = batch_size or BATCH_SIZE
     order = sorted(range(len(sets)), key=lambda i: (_min_layer(sets[i]), i))
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     firsts = [min(_min_layer(sets[i]) for i in c) if reuse_prefix else 0 for c in chunks]
