@@ -121,6 +121,9 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     configure_logging(cfg.verbose)  # the harness's own lines; third-party chatter only with --verbose
+    remote = resolve_remote(cfg.remote)
+    if remote and remote != "local":
+        require_api_key(remote)  # a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
     setup = prepare(cfg)

@@ -45,7 +45,9 @@ def resolve(name: str) -> str:
                      "or an HF repo id (org/name) or a local model folder")
 
 
-@functools.lru_cache(maxsize=4)
+# One copy of each (model, attention, dtype) per process, never evicted: a bounded cache dropped SmolLM2 once a
+# session had loaded a few other models, and the next load_model built a second copy.
+@functools.lru_cache(maxsize=None)
 def _load_local(path: str, attn_implementation: str, dtype: torch.dtype) -> Any:
     from nnsight import TransformersModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -283,3 +283,13 @@ def restore_nnsight_config(monkeypatch):
     monkeypatch.setattr(CONFIG.API, "HOST", CONFIG.API.HOST)
     monkeypatch.setattr(CONFIG.API, "APIKEY", CONFIG.API.APIKEY)
     monkeypatch.setattr(CONFIG.APP, "REMOTE_LOGGING", False)
+
+
+@pytest.fixture
+def remote_url(ndif_stack, monkeypatch, restore_nnsight_config) -> str:
+    """The `remote=` value a study passes for the loopback host URL, resolved (and its key checked) by the harness."""
+    from harness.remote import require_api_key, resolve_remote
+
+    monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
+    require_api_key(ndif_stack.api_url)
+    return resolve_remote(ndif_stack.api_url)

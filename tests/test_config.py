@@ -147,3 +147,13 @@ def test_commands_record_repository_paths_relative(tmp_path):
     assert relative_path(str(tmp_path)) == str(tmp_path)  # outside the repository: kept
     cfg = ToyConfig.from_argv(["--results", str(REPO / "results")])
     assert cfg.command().endswith("--results results")
+
+
+def test_remote_without_a_key_fails_before_anything_is_written(tmp_path, monkeypatch, restore_nnsight_config):
+    from harness.remote import RemoteSetupError
+    from studies import pcs_ranking
+
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    with pytest.raises(RemoteSetupError, match="NDIF_API_KEY"):
+        pcs_ranking.main(["--remote", "http://127.0.0.1:9", "--results", str(tmp_path)])
+    assert not any(tmp_path.iterdir())

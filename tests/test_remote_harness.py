@@ -13,13 +13,12 @@ from __future__ import annotations
 import nnsight
 import pytest
 import torch
-from nnsight.schema.config import CONFIG
 
 from harness.ablation import ablate, ablate_generation, capture, head_means
 from harness.heads import Head, HeadSet
 from harness.pcs import encode, head_attributions, head_effects
-from harness.remote import remote_job_counter, require_api_key, resolve_remote
-from ndif_service import TEST_API_KEY, client_model, missing_requirements
+from harness.remote import remote_job_counter
+from ndif_service import missing_requirements
 
 MISSING = missing_requirements()
 pytestmark = [pytest.mark.remote, pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
@@ -38,11 +37,8 @@ def _restore_config(restore_nnsight_config):
 
 
 @pytest.fixture
-def remote(ndif_stack, monkeypatch) -> str:
-    """The `remote=` value a study passes: the loopback host URL, resolved by the harness."""
-    monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
-    require_api_key(ndif_stack.api_url)
-    return resolve_remote(ndif_stack.api_url)
+def remote(remote_url) -> str:
+    return remote_url
 
 
 @pytest.fixture(scope="module")

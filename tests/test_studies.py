@@ -95,8 +95,9 @@ def test_rerun_resumes_without_recomputing_and_keeps_provenance(finished, monkey
 
 def test_changed_configuration_is_refused_naming_the_field(finished):
     _, _, _, _, args = finished
-    with pytest.raises(RuntimeError, match=r"seed: 0 -> 1"):
-        pcs_ranking.main(args + RANK + ["--seed", "1"])
+    with pytest.raises(RuntimeError, match=r"max_target_tokens: 8 -> 9"):
+        pcs_ranking.main(args + RANK + ["--max-target-tokens", "9"])
+    assert pcs_ranking.main(args + RANK + ["--seed", "1"]).root.parent.name == "seed1"  # a seed is its own run
 
 
 def test_new_baseline_settings_are_refused_not_served_stale_scores(finished):
@@ -163,7 +164,7 @@ def test_unknown_family_is_an_error_that_suggests_the_name(tiny_model_dir, tmp_p
 def test_evaluation_on_ranking_examples_is_refused(finished, tmp_path):
     results, pcs, _, _, args = finished
     ranking = Ranking.load(pcs.root)
-    per = pd.read_csv(next(results.glob("*/*/ablation_comparison/per_example.csv")))
+    per = pd.read_csv(next(results.glob("*/*/seed0/ablation_comparison/per_example.csv")))
     ranking.discovery_ids.append(per.example_id.iloc[0])
     ranking.save(tmp_path / "ranking.json")
     with pytest.raises(ValueError, match="used for head ranking"):
