@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default=None, help="results folder (default: results/ for full, "
                                                     "results-quick/ for quick, so quick runs never overwrite "
                                                     "committed results)")
-    ap.add_argument("--designs", nargs="+", default=["mean/target", "zero/all"],
+    ap.add_argument("--designs", nargs="+", default=None,
                     help="ablation designs (mode/positions) for the ranking and ablation stages; DPS runs on the "
-                         "first (default: the FV-style primary design, then the all-position zero ablation of prior "
-                         "code)")
+                         "first (default: the FV-style primary design mean/target, then for the full preset also the "
+                         "all-position zero ablation of prior code, zero/all)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="split seeds: each repeats split -> ranking -> evaluation; with several, studies.seeds "
                          "summarizes the overlap across seeds and the pooled estimate")
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     results = args.results or ("results" if args.preset == "full" else "results-quick")
     extra = [a for a in args.rest if a != "--"]
     t0 = time.time()
-    designs = [d.split("/") for d in args.designs]
+    designs = [d.split("/") for d in args.designs or (["mean/target"] if args.preset == "quick"
+                                                      else ["mean/target", "zero/all"])]
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"--seeds has duplicates: {args.seeds}")
     for data in args.data:
