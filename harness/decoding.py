@@ -258,7 +258,10 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(stops[0])
     prompt_len = ids.shape[1]
     first_ablated = {"all": 0, "target": prompt_len - 1, "generated": prompt_len}[ablate_positions]  # sequence index
-    share_prompt = two and second is None and first_ablated > 0 and prompt_len > 1 and use_cache and fused
+    # resample ablation reads its source by absolute position, which a one-token step over the last prompt token
+    # does not see (it takes the source mean): keep the shortcut to modes it cannot change
+    share_prompt = (two and second is None and first_ablated > 0 and prompt_len > 1 and use_cache and fused
+                    and ablation_mode != "resample")
     k = int(record_delta)
 
     with model.session(remote=remote):

@@ -117,7 +117,7 @@ def test_unknown_positions_are_an_error(families):
 # ------------------------------------------------------------------------------------------ equality
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "gpt2", "gpt_neox", "gemma3_window"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gpt2", "gpt_neox", "gemma3_window"])
 @pytest.mark.parametrize("batch_size", [1, 7, 16])
 def test_cached_prompt_losses_equal_a_full_reforward_ablating_target_positions(families, family, batch_size):
     model = families[family]
@@ -202,11 +202,13 @@ def test_prompt_once_dps_on_a_sliding_window_model_equals_decoding_each_branch(f
 
     model = families["gemma3_window"]
     prompts = [PROFILE + TASK, TASK]  # left padding; both longer than the window
-    kw = dict(heads=HeadSet.parse("L0H1,L1H2,L2H0"), contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=6,
-              stop_token_ids=[], ablate_positions="target")
-    once = decode(model, prompts, **kw)
-    assert once.token_ids == decode(model, prompts, fused=False, **kw).token_ids
-    assert once.token_ids == decode(model, prompts, use_cache=False, **kw).token_ids
+    means = head_means(model, [OTHER])
+    for mode, reference in [("zero", None), ("mean", means)]:
+        kw = dict(heads=HeadSet.parse("L0H1,L1H2,L2H0"), contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=6,
+                  stop_token_ids=[], ablate_positions="target", ablation_mode=mode, reference=reference)
+        once = decode(model, prompts, **kw)
+        assert once.token_ids == decode(model, prompts, fused=False, **kw).token_ids, mode
+        assert once.token_ids == decode(model, prompts, use_cache=False, **kw).token_ids, mode
 
 
 # ------------------------------------------------------------------------------------------ attribution
