@@ -18,7 +18,7 @@ from .config import ConfigError, StudyConfig
 from .data import (Example, Prompt, Split, assert_not_used_for_ranking, build_prompt, load_examples,
                    split_discovery_evaluation, with_other_user)
 from .data.prompts import FRAMINGS
-from .decoding import decode
+from .generation import Generation, generate
 from .logs import configure as configure_logging
 from .metrics import continues_text
 from .models import load_model, model_shape
@@ -77,12 +77,18 @@ def resolve_chat(setting: str, tokenizer: Any) -> bool:
     return has if setting == "auto" else setting == "on"
 
 
-def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
-    """Load model and data, draw the shared split, and build every prompt variant (``framing``: default the
-    config's; ``auto`` is resolved by ``start``)."""
+def checked_remote(cfg: StudyConfig) -> bool | str:
+    """``--remote`` resolved, with its API key checked (an error before anything is loaded or written)."""
     remote = resolve_remote(cfg.remote)
     if remote and remote != "local":
         require_api_key(remote)
+    return remote
+
+
+def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
+    """Load model and data, draw the shared split, and build every prompt variant (``framing``: default the
+    config's; ``auto`` is resolved by ``start``, which then calls ``build_prompts``)."""
+    remote = checked_remote(cfg)
     if remote:
         register_harness()
     model = load_model(cfg.model, remote=bool(remote) and remote != "local")
@@ -93,27 +99,31 @@ def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
     if cfg.n is not None and len(examples) < cfg.n:
         raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")
     split = split_discovery_evaluation(examples, eval_fraction=cfg.eval_fraction, seed=cfg.seed, by_user=cfg.by_user)
-    chat = resolve_chat(cfg.chat, model.tokenizer)
-    framing = framing or cfg.framing
-    setup = Setup(model, shape, remote, examples, split, {}, cfg.max_target_tokens, chat=chat, framing=framing)
-    if framing == "auto":
-        return setup  # start() chooses the framing on discovery data, then builds the prompts
-    prompts = {e.example_id: build_prompt(e, model.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens,
-                                          k=cfg.k_profile, retrieval=cfg.retrieval, seed=cfg.seed, chat=chat,
-                                          framing=framing) for e in examples}
+    setup = Setup(model, shape, remote, examples, split, {}, cfg.max_target_tokens,
+                  chat=resolve_chat(cfg.chat, model.tokenizer), framing=framing or cfg.framing)
+    if setup.framing != "auto":  # auto: start() chooses the framing on discovery data, then builds the prompts
+        build_prompts(setup, cfg)
+    return setup
+
+
+def build_prompts(setup: Setup, cfg: StudyConfig) -> None:
+    """Every example's prompt variants (own, other user, none) under ``setup``'s chat and framing settings."""
+    split, tokenizer = setup.split, setup.tokenizer
+    prompts = {e.example_id: build_prompt(e, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, k=cfg.k_profile,
+                                          retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat,
+                                          framing=setup.framing) for e in setup.examples}
     if "other" in cfg.conditions:  # donors from the same side of the split: no user crosses it through a twin
         for name, side in (("discovery", split.discovery), ("evaluation", split.evaluation)):
             if len({e.user_id for e in side}) < 2:
                 raise ConfigError(f"the {name} split holds {len({e.user_id for e in side})} user(s): the other-user "
                                   "prompt needs two; use --no-by-user, more --n, or --conditions own none")
             for e in side:
-                prompts[e.example_id] = with_other_user(prompts[e.example_id], e, side, model.tokenizer,
+                prompts[e.example_id] = with_other_user(prompts[e.example_id], e, side, tokenizer,
                                                         retrieval=cfg.retrieval, seed=cfg.seed)
-    log.info("%s on %s: %d examples (%d discovery / %d evaluation), %d users; %s prompts, %s framing", shape,
-             cfg.data, len(examples), len(split.discovery), len(split.evaluation), len({e.user_id for e in examples}),
-             "chat" if chat else "plain", framing)
+    log.info("%s on %s: %d examples (%d discovery / %d evaluation), %d users; %s prompts, %s framing", setup.shape,
+             cfg.data, len(setup.examples), len(split.discovery), len(split.evaluation),
+             len({e.user_id for e in setup.examples}), "chat" if setup.chat else "plain", setup.framing)
     setup.prompts = prompts
-    return setup
 
 
 def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
@@ -121,14 +131,13 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     configure_logging(cfg.verbose)  # the harness's own lines; third-party chatter only with --verbose
-    remote = resolve_remote(cfg.remote)
-    if remote and remote != "local":
-        require_api_key(remote)  # a missing key or host is an error before anything is written
+    checked_remote(cfg)  # a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
     setup = prepare(cfg)
     if setup.framing == "auto":
-        setup = prepare(cfg, framing=choose_framing(setup, run, cfg))
+        setup.framing = choose_framing(setup, run, cfg)
+        build_prompts(setup, cfg)
     if cfg.mode == "mean" and ablates:
         setup.ablation = {"mode": "mean", "reference": mean_reference(setup, run, cfg)}
     losses = signal.clean_losses(setup, run, cfg.conditions)
@@ -151,9 +160,7 @@ def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
             prompts = [build_prompt(e, setup.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, k=cfg.k_profile,
                                     retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat, framing=framing)
                        for e in setup.split.discovery]
-            texts = [t for i in range(0, len(prompts), 8) for t in decode(
-                setup.model, [p.without_profile for p in prompts[i:i + 8]], max_new_tokens=24,
-                remote=setup.remote).texts]
+            texts = generate(setup.model, prompts, Generation("no_profile"), max_new_tokens=24, remote=setup.remote)
             shares[framing] = sum(continues_text(t, e.lead) for t, e in zip(texts, setup.split.discovery)) / len(texts)
         return {"shares": shares, "chosen": max(FRAMINGS, key=lambda f: shares[f])}  # ties: the first (prefill)
     depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pandas as pd
 from tqdm import tqdm
 
-from .heads import HeadSet, random_headset
+from .heads import HeadSet, all_heads, random_headset
 from .pcs import ablated_losses
 
 
@@ -62,8 +62,7 @@ def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: 
         lo = rng.randrange(shape.n_layers)  # a band of layers, so sets differ in depth as well as size
         band = HeadSet((layer, h) for layer in range(lo, min(shape.n_layers, lo + max(1, shape.n_layers // 3)))
                        for h in range(shape.n_heads))
-        pool = band if len(band) >= size else HeadSet((layer, h) for layer in range(shape.n_layers)
-                                                      for h in range(shape.n_heads))
+        pool = band if len(band) >= size else all_heads(shape)
         out.append(NamedSet(f"random_damage#{i}", "random_damage", size, HeadSet(rng.sample(list(pool.heads), size))))
     return out
 
@@ -125,7 +124,7 @@ def score_generations(setup: Any, texts: dict[str, list[str]], metrics: Sequence
 
     evaluation = getattr(setup.split, split)
     refs = [setup.prompts[e.example_id].target for e in evaluation]
-    profiles = [[p.text for p in e.profile] for e in evaluation]
+    profiles = [[p.text for p in e.profile] for e in evaluation] if "style_similarity" in metrics else None
     return pd.DataFrame([{"generation": name, "example_id": e.example_id, "user_id": e.user_id, "text": text,
                           **{m: score[m] for m in metrics}, "continues": float(continues_text(text, e.lead))}
                          for name, ts in texts.items()

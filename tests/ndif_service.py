@@ -286,8 +286,9 @@ def restore_nnsight_config(monkeypatch):
 
 
 @pytest.fixture
-def remote_url(ndif_stack, monkeypatch, restore_nnsight_config) -> str:
-    """The `remote=` value a study passes for the loopback host URL, resolved (and its key checked) by the harness."""
+def remote(ndif_stack, monkeypatch, restore_nnsight_config) -> str:
+    """The `remote=` value a study passes for the loopback host URL, resolved (and its key checked) by the harness.
+    A test module may define its own `remote` (tests/test_remote.py resolves NDIF_HOST instead)."""
     from harness.remote import require_api_key, resolve_remote
 
     monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)

@@ -28,11 +28,6 @@ def _restore_config(restore_nnsight_config):
     """Every test here leaves nnsight's host/key config as it found it."""
 
 
-@pytest.fixture
-def remote(remote_url) -> str:
-    return remote_url
-
-
 @pytest.fixture(scope="module")
 def item(local):
     return encode(local.tokenizer, PROMPT, TARGET)

@@ -65,6 +65,10 @@ def load_smollm2_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(str(Path(spec.origin).parent), gguf_file=SMOLLM2_GGUF)
 
 
+def _n_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _profile_block(texts: list[str]) -> str:
     """Numbered profile items under a header; '' when there are none."""
     if not texts:
@@ -123,11 +127,8 @@ def build_prompt(
     """
     prefill = _prefill(example, framing)
 
-    def n_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def fits(texts: list[str], input_text: str) -> bool:
-        return n_tokens(_render(texts, input_text, tokenizer, chat, prefill)) <= max_prompt_tokens
+        return _n_tokens(tokenizer, _render(texts, input_text, tokenizer, chat, prefill)) <= max_prompt_tokens
 
     input_text, truncated = example.input, False
     if not fits([], input_text):
@@ -168,10 +169,6 @@ def build_prompt(
         prefill=prefill,
         chat=chat,
     )
-
-
-def _n_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def with_other_user(prompt: Prompt, example: Example, donors: Sequence[Example], tokenizer: Any, *,
