@@ -85,11 +85,14 @@ class StudyConfig:
     max_target_tokens: int = option(24, "gold-output tokens scored")
     conditions: list[str] = option(["own", "other", "none"], "prompt variants measured: own profile, another user's "
                                    "profile of equal length, no profile", choices=("own", "other", "none"))
+    min_new_tokens: int = option(8, "generated tokens before a stop token may end a generation (a chat model whose "
+                                    "answer is prefilled with the lead otherwise often closes its turn at once)")
     k_heads: list[int] = option([1, 3, 10], "head-set sizes (top-k) of the studies")
     mode: str = option("mean", "what replaces an ablated head's slice: its mean over the discovery prompts, or zero",
                        choices=("mean", "zero"))
     positions: str = option("target", "where heads are ablated: only the positions that predict the gold tokens "
-                                      "(FV-style), or every position", choices=("target", "all"))
+                                      "(FV-style), every position, or only the profile block's tokens",
+                            choices=("target", "all", "profile"))
     n_boot: int = option(5000, "bootstrap resamples for confidence intervals")
     n_perm: int = option(5000, "sign-flip permutations for paired tests")
     remote: str = option("false", "false (local), local (nnsight serialization check), ndif/true ($NDIF_HOST) or a "
@@ -167,6 +170,8 @@ class StudyConfig:
         if not self.k_heads or min(self.k_heads) < 1:
             raise ConfigError(f"--k-heads must be positive head-set sizes, got {self.k_heads}")
 
+        if self.min_new_tokens < 0:
+            raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
     # ---- what determines the numbers -----------------------------------------------------------------------------
     def numbers_config(self) -> dict[str, Any]:
         """Every field that can change a number (all but runtime-only ones), plus the study's name."""

@@ -64,18 +64,23 @@ class Contrast:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Greedy (default) or seeded sampling with temperature and optional nucleus (top-p)."""
+    """Greedy (default) or seeded sampling with temperature and optional nucleus (top-p); stop tokens are barred for
+    the first ``min_new_tokens`` steps (a chat model whose answer is prefilled with a full sentence otherwise often
+    closes its turn at once)."""
 
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float | None = None
     seed: int = 0
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"Sampling.temperature must be > 0, got {self.temperature}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"Sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"Sampling.min_new_tokens must be >= 0, got {self.min_new_tokens}")
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,8 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
                     suppressed.append((-delta).topk(k, dim=-1))
             else:
                 scores = logits
+            if step < sampling.min_new_tokens:  # no stop token yet: [rows, vocab] scores with the stops barred
+                scores = scores.index_fill(-1, stops, float("-inf"))
             tok = next_tokens(scores, sampling, generator).masked_fill(done, pad)  # finished rows get padding
             chosen.append(tok)
             done = done | torch.isin(tok, stops)

@@ -18,6 +18,7 @@ from .config import ConfigError, StudyConfig
 from .data import (Example, Prompt, Split, assert_not_used_for_ranking, build_prompt, load_examples,
                    split_discovery_evaluation, with_other_user)
 from .data.prompts import FRAMINGS
+from .decoding import Sampling
 from .generation import Generation, generate
 from .logs import configure as configure_logging
 from .metrics import continues_text
@@ -44,6 +45,7 @@ class Setup:
     ablation: dict = field(default_factory=lambda: {"mode": "zero"})  # mode and reference every ablation uses
     chat: bool = True  # prompts rendered with the tokenizer's chat template
     framing: str = "prefill"  # prefill: the answer starts with the text's lead; instruction: it starts empty
+    sampling: Sampling = field(default_factory=Sampling)  # every generation's decoding settings (min_new_tokens)
 
     def prompt_tokens(self) -> dict[str, dict]:
         """Per example, the token counts of its prompt variants (and of the own and other profile blocks)."""
@@ -57,7 +59,8 @@ class Setup:
         """The example's prompt in ``condition`` (``own``: the user's profile; ``none``: no profile) and its gold
         target, tokenized for scoring."""
         p = self.prompts[example_id]
-        return encode(self.tokenizer, p.text(condition), p.target, max_target_tokens=self.max_target_tokens)
+        return encode(self.tokenizer, p.text(condition), p.target, max_target_tokens=self.max_target_tokens,
+                      profile_span=p.span(condition))
 
     def call(self, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
         """Run one unit of work (one remote job when remote), retrying transient remote failures."""
@@ -100,7 +103,8 @@ def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
         raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")
     split = split_discovery_evaluation(examples, eval_fraction=cfg.eval_fraction, seed=cfg.seed, by_user=cfg.by_user)
     setup = Setup(model, shape, remote, examples, split, {}, cfg.max_target_tokens,
-                  chat=resolve_chat(cfg.chat, model.tokenizer), framing=framing or cfg.framing)
+                  chat=resolve_chat(cfg.chat, model.tokenizer), framing=framing or cfg.framing,
+                  sampling=Sampling(min_new_tokens=cfg.min_new_tokens))
     if setup.framing != "auto":  # auto: start() chooses the framing on discovery data, then builds the prompts
         build_prompts(setup, cfg)
     return setup
@@ -160,11 +164,12 @@ def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
             prompts = [build_prompt(e, setup.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, k=cfg.k_profile,
                                     retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat, framing=framing)
                        for e in setup.split.discovery]
-            texts = generate(setup.model, prompts, Generation("no_profile"), max_new_tokens=24, remote=setup.remote)
+            texts = generate(setup.model, prompts, Generation("no_profile"), max_new_tokens=24,
+                             sampling=setup.sampling, remote=setup.remote)
             shares[framing] = sum(continues_text(t, e.lead) for t, e in zip(texts, setup.split.discovery)) / len(texts)
         return {"shares": shares, "chosen": max(FRAMINGS, key=lambda f: shares[f])}  # ties: the first (prefill)
     depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                         "max_prompt_tokens", "chat")
+                         "max_prompt_tokens", "chat", "min_new_tokens")
     saved = run.artifact("framing_choice", depends, compute)
     log.info("framing: %s (share of discovery generations that continue the text: %s)", saved["chosen"],
              ", ".join(f"{f} {v:.2f}" for f, v in saved["shares"].items()))

@@ -136,9 +136,10 @@ def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, m
 
 
 def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None], *, max_new_tokens: int,
-                     mode: str = "zero", reference: Any = None, remote: bool | str = False) -> list[str]:
+                     min_new_tokens: int = 0, mode: str = "zero", reference: Any = None,
+                     remote: bool | str = False) -> list[str]:
     """Greedy continuations of one prompt, one per head set ablated (``mode``) at every position (None = unablated),
-    all sets as rows of one batched ``generate``."""
+    all sets as rows of one batched ``generate``; no stop token before ``min_new_tokens``."""
     import torch
 
     from .ablation import ablate
@@ -146,8 +147,8 @@ def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None
     tok = model.tokenizer
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids  # [1, T]
     rows = len(head_sets)
-    with model.generate(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.eos_token_id,
-                        remote=remote) as tracer:
+    with model.generate(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
+                        pad_token_id=tok.eos_token_id, remote=remote) as tracer:
         with tracer.invoke({"input_ids": ids.expand(rows, -1),
                             "attention_mask": torch.ones(rows, ids.shape[1], dtype=torch.long)}):
             for _ in tracer.all():

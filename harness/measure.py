@@ -111,6 +111,7 @@ def generations(setup: Any, run: Any, specs: Sequence[Any], *, max_new_tokens: i
         prompts = build_prompts(spec, examples, setup.tokenizer, max_prompt_tokens=max_prompt_tokens,
                                 chat=setup.chat, framing=setup.framing)
         ck.add(f"{split}|{spec.key}", texts=generate(setup.model, prompts, spec, max_new_tokens=max_new_tokens,
+                                                     sampling=setup.sampling,
                                                      batch_size=batch_size, remote=setup.remote))
     return {spec.name: ck.get(f"{split}|{spec.key}")["texts"] for spec in specs}
 

@@ -194,6 +194,10 @@ def score_examples(
 COMMENTARY_OPENINGS = ("the original", "this sentence", "this paragraph", "the sentence", "the paragraph", "the speaker",
                        "this quote", "the quote", "the passage", "this passage", "here is", "here's", "sure", "certainly",
                        "in this", "this is a", "the text")
+# words by which a generation's opening talks *about* the text instead of continuing it ("The phrase ... is a
+# rhetorical device", "The US party convention speech was ..."); looked for among its first six words
+META_WORDS = frozenset({"sentence", "paragraph", "phrase", "passage", "quote", "quotation", "excerpt", "text",
+                        "speech", "rephrased", "rewritten", "continuation"})
 
 
 def continues_text(text: str, lead: str = "") -> bool:
@@ -206,4 +210,5 @@ def continues_text(text: str, lead: str = "") -> bool:
     words = lead.lower().split()[:6]
     if len(words) >= 4 and " ".join(words) in head:
         return False
-    return not head.startswith(COMMENTARY_OPENINGS)
+    opening = {w.strip(".,;:!?\"'()") for w in head.split()[:6]}
+    return not head.startswith(COMMENTARY_OPENINGS) and not opening & META_WORDS

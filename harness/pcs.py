@@ -28,7 +28,7 @@ from .arch import block, out_proj, shape_of, unembed
 from .heads import Head, HeadSet, all_heads
 from .prompt_cache import batch_cache, continuation, grouped_kv_attention, window_reference
 
-POSITIONS = ("all", "target")
+POSITIONS = ("all", "target", "profile")
 
 # Head sets per forward (one per row). For positions="target", measured with benchmarks/target_ablation_speed.py
 # (150 sets, 1024 + 64 tokens, 2 CPU cores): peak RSS while scoring, SmolLM2-135M 1.6 / 2.3 / 3.5 / 5.7 / 11.8 GB
@@ -45,6 +45,7 @@ class TokenizedInput:
 
     ids: torch.Tensor  # [T] long
     n_target: int  # the last n_target ids are the gold output
+    profile: tuple[int, int] = (0, 0)  # token span [start, stop) of the profile block in the prompt; empty: none
 
     @property
     def n_prompt(self) -> int:
@@ -56,16 +57,32 @@ class TokenizedInput:
         t = int(self.ids.shape[0])
         return slice(t - self.n_target - 1, t - 1)
 
+    def positions(self, where: str) -> slice | None:
+        """Where an ablation acts: None (``"all"``: every position), the target positions, or the profile block's
+        tokens (``"profile"``; an empty slice for a prompt without a profile, so nothing is ablated)."""
+        if where not in POSITIONS:
+            raise ValueError(f"positions {where!r}: choose one of {', '.join(POSITIONS)}")
+        return {"all": None, "target": self.target_positions, "profile": slice(*self.profile)}[where]
 
-def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64) -> TokenizedInput:
-    """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without adding special tokens."""
-    p = tokenizer(prompt, add_special_tokens=False).input_ids
+
+def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64,
+           profile_span: tuple[int, int] | None = None) -> TokenizedInput:
+    """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without adding special tokens;
+    ``profile_span`` (characters of the profile block in ``prompt``) becomes the token span of every token that
+    overlaps it (a fast tokenizer's offsets)."""
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=profile_span is not None)
+    p = enc.input_ids
     t = tokenizer(target, add_special_tokens=False).input_ids[:max_target_tokens]
     if not t:
         raise ValueError("empty gold target: nothing to score")
     if not p:
         raise ValueError("empty prompt")
-    return TokenizedInput(torch.tensor(p + t, dtype=torch.long), len(t))
+    span = (0, 0)
+    if profile_span is not None:
+        lo, hi = profile_span
+        inside = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < hi and b > lo]
+        span = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    return TokenizedInput(torch.tensor(p + t, dtype=torch.long), len(t), span)
 
 
 def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
@@ -124,14 +141,13 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
 
     ``positions``: ``"all"`` ablates every position; ``"target"`` only the positions that predict the gold tokens
-    (``item.target_positions``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
+    (``item.target_positions``); ``"profile"`` only the profile block's tokens (``item.profile``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
     set per row; None: ``BATCH_SIZE``). ``reuse_prefix`` skips the blocks below a batch's first ablated layer, feeding
     them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt below the target positions once and
     each batch over the gold tokens only; ``False`` re-runs the whole sequence (the reference it is tested against).
     All traces run in one ``model.session`` (one request remotely).
     """
-    if positions not in POSITIONS:
-        raise ValueError(f"positions {positions!r}: choose one of {', '.join(POSITIONS)}")
+    where = item.positions(positions)  # validates the name
     shape = shape_of(model.config)
     sets = [HeadSet(s).validate(shape) for s in sets]
     batch_size = batch_size or BATCH_SIZE
@@ -145,7 +161,7 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
     cached = positions == "target" and reuse_prompt and target.start > 0
     start = target.start if cached else 0  # sequence index of each scoring forward's first token
     feed = ids[:, start:target.stop] if cached else ids  # [1, n_target] or [1, T]
-    at = target if positions == "target" and not cached else None  # where the ablation acts within `feed`
+    at = None if cached else where  # where the ablation acts within `feed` (a cached prompt: all of it)
     ref = window_reference(reference, target, ids.shape[1]) if cached else reference
     deepest = max(firsts, default=0)
     local_cpu = not remote and _device(model).type == "cpu"
@@ -195,15 +211,15 @@ def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", r
 
     ``delta_h ~= sum_t (r_h,t - z_h,t) . dL/dz_h,t`` with z the head's slice of the output projection's input and r
     its replacement (0, mean, resample); t runs over every position, or over ``item.target_positions`` with
-    ``positions="target"`` (the estimate of ``head_effects(..., positions="target")``). Weights are frozen (as on
+    ``positions="target"`` (the estimate of ``head_effects(..., positions="target")``), or the profile block's tokens
+    with ``"profile"``. Weights are frozen (as on
     NDIF): the gradient comes from the activations, marked ``requires_grad_(True)`` inside the trace (the first
     layer's; later ones then carry the graph). Returns ``(clean_loss, deltas[n_layers, n_heads])``.
     """
-    if positions not in POSITIONS:
-        raise ValueError(f"positions {positions!r}: choose one of {', '.join(POSITIONS)}")
+    where = item.positions(positions)
     shape = shape_of(model.config)
     ids = item.ids[None]  # [1, T]
-    at = item.target_positions if positions == "target" else slice(None)
+    at = slice(None) if where is None else where
     with torch.enable_grad(), model.trace(ids, use_cache=False, remote=remote):  # callers may run under no_grad
         zs = []
         for layer in range(shape.n_layers):

@@ -125,7 +125,7 @@ class StyleChoice:
 def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, StyleVectors],
                  alphas: Sequence[float], *, max_new_tokens: int = 48, max_prompt_tokens: int = 512,
                  chat: bool = True, framing: str = "instruction", batch_size: int = 8,
-                 remote: bool | str = False) -> StyleChoice:
+                 sampling: Sampling = Sampling(), remote: bool | str = False) -> StyleChoice:
     """Grid-search (layer, alpha) on discovery ``examples``: steer the no-profile prompt, keep the best ROUGE-L."""
     if not examples or not vectors or not alphas:
         raise ValueError("select_style needs discovery examples, fitted vectors and at least one alpha")
@@ -138,7 +138,7 @@ def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, Sty
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start:start + batch_size]
                 texts += decode(model, [p.without_profile for p in chunk], max_new_tokens=max_new_tokens,
-                                sampling=Sampling(), steering=steering_for(style, [p.user_id for p in chunk], alpha),
+                                sampling=sampling, steering=steering_for(style, [p.user_id for p in chunk], alpha),
                                 remote=remote).texts
             rows = rouge_batch(texts, [p.target for p in prompts])
             scores[(layer, float(alpha))] = sum(r["rougeL"] for r in rows) / len(rows)
@@ -148,13 +148,14 @@ def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, Sty
 
 def fit_and_choose(model: Any, fit_examples: Sequence[Example], discovery: Sequence[Example], layers: Sequence[int],
                    alphas: Sequence[float], *, max_new_tokens: int, max_prompt_tokens: int, chat: bool = True,
-                   framing: str = "instruction", remote: bool | str = False) -> dict:
+                   framing: str = "instruction", sampling: Sampling = Sampling(), remote: bool | str = False) -> dict:
     """Fit style vectors at ``layers`` on ``fit_examples``' users and choose (layer, alpha) on ``discovery``: a
     JSON-able record (``layer``, ``alpha``, ``vectors`` of the chosen layer, ``grid_rougeL``), see ``chosen_style``."""
     vectors = fit_style_vectors(model, fit_examples, layers, max_items=4, max_new_tokens=max_new_tokens,
                                 remote=remote)
     choice = select_style(model, discovery, vectors, alphas, max_new_tokens=max_new_tokens,
-                          max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing, remote=remote)
+                          max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing, sampling=sampling,
+                          remote=remote)
     return {"layer": choice.layer, "alpha": choice.alpha,
             "vectors": {u: v.tolist() for u, v in vectors[choice.layer].vectors.items()},
             "grid_rougeL": {f"L{layer}/a{a:g}": v for (layer, a), v in choice.scores.items()}}

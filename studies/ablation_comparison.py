@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> Run:
     key = "|".join(f"{n}={h}" for n, h in variants.items())  # content, not names
     for ex in tqdm([e for e in setup.split.evaluation if f"{e.example_id}|{key}" not in ck], desc="generations"):
         texts = setup.call(generate_ablated, setup.model, setup.prompts[ex.example_id].with_profile,
-                           list(variants.values()), max_new_tokens=cfg.max_new_tokens, remote=setup.remote,
+                           list(variants.values()), max_new_tokens=cfg.max_new_tokens,
+                           min_new_tokens=cfg.min_new_tokens, remote=setup.remote,
                            what=f"generations on {ex.example_id}", **setup.ablation)
         ck.add(f"{ex.example_id}|{key}", texts=dict(zip(variants, texts)))
     gens = pd.DataFrame([{"example_id": e.example_id, "user_id": e.user_id, "set": name, "text": text,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness import outcomes, plots, tables
-from harness.config import StudyConfig, option
+from harness.config import ConfigError, StudyConfig, option
 from harness.data import assert_not_used_for_ranking
 from harness.decoding import delta_logits_report, plot_delta_logits
 from harness.experiment import finish, start
@@ -50,6 +50,12 @@ class DPSConfig(StudyConfig):
     ranking_run: str | None = option(None, "ranking run folder (default: the sibling pcs_ranking folder)")
     batch_size: int = option(8, "prompts per decoding loop", runtime=True)
 
+    def validate(self) -> None:
+        super().validate()
+        if self.positions == "profile":
+            raise ConfigError("--positions profile is a scoring design (ranking, ablation); DPS ablates its masked "
+                              "branch at all or target positions: use --positions target or all")
+
 
 def style_choice(setup, run: Run, cfg: DPSConfig) -> tuple[StyleVectors, float]:
     """StyleVector fitted on the evaluation users' profiles and discovery users, (layer, alpha) chosen on discovery
@@ -58,10 +64,12 @@ def style_choice(setup, run: Run, cfg: DPSConfig) -> tuple[StyleVectors, float]:
     users = {e.user_id for e in setup.split.evaluation}
     fit = [e for e in setup.examples if e.user_id in users] + list(setup.split.discovery)
     depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "max_prompt_tokens",
-                         "max_new_tokens", "style_alphas", "chat") | {"style_layers": layers, "framing": setup.framing}
+                         "max_new_tokens", "min_new_tokens", "style_alphas", "chat") | {"style_layers": layers,
+                                                                                        "framing": setup.framing}
     saved = run.artifact("stylevector", depends, lambda: fit_and_choose(
         setup.model, fit, setup.split.discovery, layers, cfg.style_alphas, max_new_tokens=cfg.max_new_tokens,
-        max_prompt_tokens=cfg.max_prompt_tokens, chat=setup.chat, framing=setup.framing, remote=setup.remote))
+        max_prompt_tokens=cfg.max_prompt_tokens, chat=setup.chat, framing=setup.framing, sampling=setup.sampling,
+        remote=setup.remote))
     write_json(run.path("stylevector_choice.json"), {k: saved[k] for k in ("layer", "alpha", "grid_rougeL")})
     return chosen_style(saved)
 

@@ -77,6 +77,16 @@ def test_bad_values_are_refused_naming_the_option():
             ToyConfig.from_argv(argv)
     with pytest.raises(ConfigError, match="no option n_randm"):
         ToyConfig.build({"n_randm": 3})
+    with pytest.raises(ConfigError, match="--min-new-tokens must be >= 0"):
+        ToyConfig.from_argv(["--min-new-tokens", "-1"])
+
+
+def test_profile_positions_are_a_scoring_design_that_dps_refuses():
+    assert RankingConfig.from_argv(["--positions", "profile"]).folder() == "seed0/pcs_ranking-mean-profile"
+    assert AblationConfig.from_argv(["--positions", "profile", "--mode", "zero"]).folder() == \
+        "seed0/ablation_comparison-zero-profile"
+    with pytest.raises(ConfigError, match="--positions profile is a scoring design"):
+        DPSConfig.from_argv(["--positions", "profile"])
 
 
 def test_config_diff_names_each_changed_field_old_to_new():

@@ -27,6 +27,24 @@ def test_twin_holds_another_users_profile_of_equal_length(tokenizer, examples):
         assert not any(p.text.startswith(item[:60]) and p.text not in donor_texts for item in items for p in ex.profile)
 
 
+def test_profile_spans_cover_each_variants_own_block_and_its_tokens(tokenizer, examples):
+    from harness.pcs import encode
+
+    ex = examples[1]
+    twin = with_other_user(build_prompt(ex, tokenizer, max_prompt_tokens=768, k=8), ex, examples, tokenizer)
+    header = "Earlier writing by the same person:\n"
+    for cond in ("own", "other"):
+        text, (lo, hi) = twin.text(cond), twin.span(cond)
+        assert text[lo:hi].startswith(header) and "\n[1] " in text[lo:hi] and "[1] " not in text[hi:]
+        assert text[hi:].lstrip().startswith(twin.input_text[:30])  # the input follows the block
+        item = encode(tokenizer, text, twin.target, profile_span=(lo, hi))
+        start, stop = item.profile
+        shown = tokenizer.decode(item.ids[start:stop])
+        assert header.strip() in shown and twin.input_text[:30] not in shown
+        assert stop - start == pytest.approx(twin.n_tokens["profile" if cond == "own" else "other_profile"], abs=2)
+    assert twin.span("none") is None and encode(tokenizer, twin.text("none"), twin.target).profile == (0, 0)
+
+
 def test_twin_is_seeded_and_input_and_target_are_unchanged(tokenizer, examples):
     ex = examples[0]
     own = build_prompt(ex, tokenizer, max_prompt_tokens=768, k=8)

@@ -81,6 +81,8 @@ def test_bad_settings_name_the_problem():
         Contrast(alpha=2.0)
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=0.0)
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        Sampling(min_new_tokens=-1)
 
 
 # ------------------------------------------------------------------------------------------ the decoder
@@ -153,6 +155,17 @@ def test_stop_tokens_end_a_row_and_are_not_returned(smollm):
     stop = full[2]
     cut = decode(smollm, PROMPTS[:1], max_new_tokens=6, stop_token_ids=[stop]).token_ids[0]
     assert cut == full[: full.index(stop)]
+
+
+def test_min_new_tokens_bars_stops_until_then_and_changes_nothing_else(smollm):
+    full = decode(smollm, PROMPTS[:1], max_new_tokens=6).token_ids[0]
+    stop = full[1]  # a stop at step 1 ends the row after one token ...
+    assert decode(smollm, PROMPTS[:1], max_new_tokens=6, stop_token_ids=[stop]).token_ids[0] == full[:1]
+    barred = decode(smollm, PROMPTS[:1], max_new_tokens=6, stop_token_ids=[stop],
+                    sampling=Sampling(min_new_tokens=3)).token_ids[0]
+    assert len(barred) >= 3 and stop not in barred[:3] and barred[:1] == full[:1]  # ... unless barred until step 3
+    # with the stop barred, step 1 takes the next-best token; where no stop is the argmax, nothing changes
+    assert decode(smollm, PROMPTS[:1], max_new_tokens=6, sampling=Sampling(min_new_tokens=6)).token_ids[0] == full
 
 
 def test_naive_two_pass_and_local_remote_simulation_give_the_same_tokens(smollm):

@@ -112,3 +112,8 @@ def test_continues_text_rejects_quoted_repeats_and_commentary():
     assert not continues_text("And we have, in many instances, been hit. So", lead)  # repeats the lead
     assert not continues_text("The original sentence is a classic rhetorical device.", lead)  # commentary
     assert not continues_text("   ", lead)
+    # talking about the text in its first words is commentary, wherever the meta word sits
+    assert not continues_text('The phrase "darkest days" is a rhetorical device.', lead)
+    assert not continues_text("The US party convention speech was a testament to", lead)
+    assert continues_text("The American Dream is no longer about the power of our military", lead)
+    assert continues_text("We passed the bill, and later the speech writers", lead)  # beyond the first six words

@@ -36,13 +36,15 @@ def random_sets(model, n: int, seed: int = 0, max_size: int = 6) -> list[HeadSet
                     for _ in range(rng.randint(1, max_size))) for _ in range(n)]
 
 
-def hooked_losses(model, item: TokenizedInput, sets, replacement=None) -> torch.Tensor:
-    """Independent reference: one plain HF forward per set, a pre-hook editing the slices at the target positions."""
+def hooked_losses(model, item: TokenizedInput, sets, replacement=None, positions=None) -> torch.Tensor:
+    """Independent reference: one plain HF forward per set, a pre-hook editing the slices at ``positions`` (default:
+    the target positions)."""
     hf, d, ids = model._module, shape_of(model.config).head_dim, item.ids[None]
+    positions = item.target_positions if positions is None else positions
     out = []
     for hs in sets:
         with hooked_ablation(hf, {layer: list(h) for layer, h in hs.by_layer().items()}, d, replacement,
-                             positions=item.target_positions), torch.no_grad():
+                             positions=positions), torch.no_grad():
             out.append(target_nll(hf(input_ids=ids).logits, ids, item.n_target)[0])
     return torch.stack(out)
 
@@ -158,6 +160,31 @@ def test_target_position_losses_equal_a_plain_pre_hook_at_target_positions(famil
     means = head_means(model, [PROFILE, OTHER])
     _, got = ablated_losses(model, item, sets, mode="mean", reference=means, positions="target")
     torch.testing.assert_close(got, hooked_losses(model, item, sets, means.values), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_window"])
+def test_profile_positions_ablate_the_profile_block_only_and_equal_a_pre_hook(families, family):
+    from harness.pcs import head_attributions
+
+    model = families[family]
+    item = encode(model.tokenizer, VARIANTS["own"], TARGET, profile_span=(0, len(PROFILE.rstrip())))
+    start, stop = item.profile
+    assert start == 0 and 0 < stop < item.n_prompt
+    assert model.tokenizer.decode(item.ids[start:stop]).strip() == PROFILE.strip()
+    sets = random_sets(model, 7, seed=9)
+    means = head_means(model, [PROFILE, OTHER])
+    for mode, ref in (("zero", None), ("mean", means)):
+        _, got = ablated_losses(model, item, sets, mode=mode, reference=ref, positions="profile", batch_size=4)
+        want = hooked_losses(model, item, sets, None if ref is None else ref.values, positions=slice(start, stop))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=mode)
+    _, target = ablated_losses(model, item, sets, positions="target")
+    assert (got - target).abs().max() > 1e-4, "profile positions are not the target positions"
+    # a prompt without a profile has nothing to ablate: every set leaves the clean loss, every attribution is 0
+    bare = encode(model.tokenizer, VARIANTS["none"], TARGET)
+    clean, losses = ablated_losses(model, bare, sets, positions="profile")
+    assert torch.equal(losses, torch.full_like(losses, clean))
+    assert torch.count_nonzero(head_attributions(model, bare, positions="profile")[1]) == 0
+    assert torch.count_nonzero(head_attributions(model, item, positions="profile")[1]) > 0
 
 
 def test_target_position_pcs_equals_a_per_head_hook_loop(families):

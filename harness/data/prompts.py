@@ -41,6 +41,7 @@ class Prompt:
     chat: bool = True  # rendered with the tokenizer's chat template
     other_profile: str = ""  # the same prompt holding another user's profile block (see with_other_user)
     other_user_id: str = ""
+    other_profile_span: tuple[int, int] | None = None  # character span of the other user's block in other_profile
     n_tokens: dict = dataclasses.field(default_factory=dict)  # condition -> prompt tokens; "profile"/"other_profile"
 
     def text(self, condition: str) -> str:
@@ -52,6 +53,11 @@ class Prompt:
             hint = " (build it with harness.data.with_other_user)" if condition == "other" else ""
             raise DataError(f"example {self.example_id} has no {condition!r} prompt{hint}; has {', '.join(texts)}")
         return texts[condition]
+
+    def span(self, condition: str) -> tuple[int, int] | None:
+        """Character span of the profile block inside ``text(condition)`` (None: the prompt shows no profile)."""
+        self.text(condition)  # an unknown or missing condition is an error here too
+        return {"own": self.profile_span, "other": self.other_profile_span}.get(condition)
 
 
 @lru_cache(maxsize=1)
@@ -202,8 +208,11 @@ def with_other_user(prompt: Prompt, example: Example, donors: Sequence[Example],
         texts = _fill(items, tokenizer, lo, hi)
         if texts is not None:
             other = _render(texts, input_text, tokenizer, prompt.chat, prompt.prefill)
-            n_block = _n_tokens(tokenizer, _profile_block(texts))
-            return dataclasses.replace(prompt, other_profile=other, other_user_id=user, n_tokens={
+            other_block = _profile_block(texts)
+            n_block = _n_tokens(tokenizer, other_block)
+            at = other.index(other_block)
+            return dataclasses.replace(prompt, other_profile=other, other_user_id=user,
+                                       other_profile_span=(at, at + len(other_block)), n_tokens={
                 **counts, "other": _n_tokens(tokenizer, other), "other_profile": n_block})
     raise DataError(f"example {example.example_id}: no other user's profile reaches {own_tokens} tokens "
                     f"(±{tolerance:.0%}) among {len(users)} users")
