@@ -7,8 +7,10 @@ so a method that generates nothing is penalised instead of crashing an evaluatio
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +18,10 @@ from nltk.stem.porter import PorterStemmer
 from nltk.tokenize import NLTKWordTokenizer
 from nltk.translate.meteor_score import single_meteor_score
 from rouge_score import rouge_scorer
+
+if TYPE_CHECKING:  # annotations only: importing harness.data loads its retrieval and dataset stacks
+    from .data.planted import Rule, Span
+    from .data.records import Example
 
 ROUGE_TYPES = ("rouge1", "rougeL")
 
@@ -212,3 +218,73 @@ def continues_text(text: str, lead: str = "") -> bool:
         return False
     opening = {w.strip(".,;:!?\"'()") for w in head.split()[:6]}
     return not head.startswith(COMMENTARY_OPENINGS) and not opening & META_WORDS
+
+
+# ------------------------------------------------------------------------- planted preferences (exact)
+
+
+@dataclass(frozen=True)
+class MarkerRate:
+    """How often a text follows a planted rule: ``followed`` of ``opportunities``; ``rate`` is None where the text
+    gives the rule no opportunity (such a text says nothing about the rule and is left out of averages)."""
+
+    followed: int
+    opportunities: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.followed / self.opportunities if self.opportunities else None
+
+
+def marker_rate(text: str, rule: Rule) -> MarkerRate:
+    """The share of the places in ``text`` where ``rule`` applies that follow it (``Example.planted.rule``)."""
+    _check_text(text, "text")
+    found = rule.opportunities(text)
+    return MarkerRate(sum(o.followed for o in found), len(found))
+
+
+def mean_marker_rate(rates: Iterable[MarkerRate]) -> float | None:
+    """Mean of per-text marker rates over the texts with an opportunity (None if none has one): a text with no
+    opportunity is excluded, never counted as 0."""
+    values = [r.rate for r in rates if r.rate is not None]
+    return sum(values) / len(values) if values else None
+
+
+def marker_token_mask(tokenizer: Any, target: str, spans: Sequence[Span], *,
+                      max_target_tokens: int = 64) -> torch.Tensor:
+    """[n_target] bool: which scored gold tokens overlap a character span of ``target`` (the rule's changes).
+
+    Tokenizes ``target`` as ``harness.pcs.encode`` does (no special tokens, the first ``max_target_tokens``), with a
+    fast tokenizer's offsets, so the mask lines up with the per-token NLLs of the scored target.
+    """
+    _check_text(target, "target")
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"marker_token_mask needs a fast tokenizer (offset mapping); got {type(tokenizer).__name__}")
+    bad = [s for s in spans if not 0 <= s[0] <= s[1] <= len(target)]
+    if bad:
+        raise ValueError(f"spans {bad} fall outside the target's {len(target)} characters")
+    offsets = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offsets = offsets[:max_target_tokens]
+    return torch.tensor([any(a < e and s < b for s, e in spans) for a, b in offsets], dtype=torch.bool)
+
+
+def gold_marker_mask(tokenizer: Any, example: Example, target: str, *, max_target_tokens: int = 64) -> torch.Tensor:
+    """``marker_token_mask`` of a planted example's scored target (``Prompt.target``: the output, after a space
+    under the prefill framing), from the spans its rule changed (controls: would change)."""
+    if example.planted is None:
+        raise ValueError(f"example {example.example_id} is not from a planted corpus (planted:<data>:<family>)")
+    if not target.endswith(example.output):
+        raise ValueError(f"example {example.example_id}: the target does not end with the example's gold output")
+    shift = len(target) - len(example.output)
+    spans = [(a + shift, b + shift) for a, b in example.planted.output_spans]
+    return marker_token_mask(tokenizer, target, spans, max_target_tokens=max_target_tokens)
+
+
+def marker_nll(token_nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """Mean NLL over the marker tokens only: ``token_nll`` [..., n_target] per-token gold NLLs, ``mask`` [n_target].
+    None where no scored token is a marker (exclude the example; its marker NLL is not 0)."""
+    if token_nll.shape[-1] != mask.shape[-1]:
+        raise ValueError(f"token_nll covers {token_nll.shape[-1]} target tokens but the mask {mask.shape[-1]}")
+    if not bool(mask.any()):
+        return None
+    return token_nll[..., mask.to(torch.bool)].mean(-1)

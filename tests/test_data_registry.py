@@ -9,10 +9,11 @@ from harness.data.records import DataError
 CUSTOM = str(Path(__file__).parent / "fixtures" / "longlamp" / "custom_users.jsonl")
 
 
-def test_dataset_names_list_corpora_and_longlamp_configs():
+def test_dataset_names_list_corpora_longlamp_configs_and_planted_corpora():
     names = dataset_names()
     assert names[:2] == ["debates2016", "conventions2012"]
-    assert "longlamp:product_review_user" in names and len(names) == 8
+    assert "longlamp:product_review_user" in names and "planted:conventions2012:case" in names
+    assert len(names) == 2 + 6 + 2 * 4  # corpora, LongLaMP configs, each corpus with each planted family
 
 
 def test_unknown_name_lists_known_names():

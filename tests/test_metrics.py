@@ -117,3 +117,97 @@ def test_continues_text_rejects_quoted_repeats_and_commentary():
     assert not continues_text("The US party convention speech was a testament to", lead)
     assert continues_text("The American Dream is no longer about the power of our military", lead)
     assert continues_text("We passed the bill, and later the speech writers", lead)  # beyond the first six words
+
+
+# --------------------------------------------------------------------------- planted preference metrics
+
+from harness.data.planted import Lowercase, Planting, WordRule  # noqa: E402
+from harness.data.records import Example, ProfileItem  # noqa: E402
+
+FOLK = WordRule(0, "test", (("people", "folk"), ("very", "remarkably")), "lexicon")
+
+
+class WhitespaceTokenizer:
+    """A fast-tokenizer stand-in: one token per whitespace-separated piece, with character offsets."""
+
+    is_fast = True
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
+        spans = [m.span() for m in __import__("re").finditer(r"\S+", text)]
+        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
+
+
+def test_marker_rate_counts_followed_opportunities():
+    rate = metrics.marker_rate("Folk and people are very remarkably kind.", FOLK)
+    assert (rate.followed, rate.opportunities, rate.rate) == (2, 4, 0.5)
+
+
+def test_marker_rate_of_a_text_without_opportunity_is_none_and_left_out_of_the_mean():
+    assert metrics.marker_rate("Nothing to see here.", FOLK).rate is None
+    rates = [metrics.MarkerRate(1, 2), metrics.MarkerRate(0, 0), metrics.MarkerRate(3, 3)]
+    assert metrics.mean_marker_rate(rates) == pytest.approx(0.75)  # (0.5 + 1.0) / 2, not / 3
+    assert metrics.mean_marker_rate([metrics.MarkerRate(0, 0)]) is None
+
+
+def test_marker_token_mask_marks_tokens_overlapping_the_spans():
+    target = "the folk are remarkably kind"  # tokens: the | folk | are | remarkably | kind
+    mask = metrics.marker_token_mask(WhitespaceTokenizer(), target, [(4, 8), (13, 23)])
+    assert mask.tolist() == [False, True, False, True, False]
+    assert metrics.marker_token_mask(WhitespaceTokenizer(), target, [(4, 8), (13, 23)],
+                                     max_target_tokens=3).tolist() == [False, True, False]
+
+
+def test_marker_token_mask_names_bad_input():
+    with pytest.raises(ValueError, match=r"spans \[\(3, 99\)\] fall outside the target's 5 characters"):
+        metrics.marker_token_mask(WhitespaceTokenizer(), "a b c", [(3, 99)])
+
+    class Slow(WhitespaceTokenizer):
+        is_fast = False
+
+    with pytest.raises(TypeError, match="needs a fast tokenizer"):
+        metrics.marker_token_mask(Slow(), "a b c", [])
+
+
+def _planted_example(output: str, spans) -> Example:
+    return Example("e1", "u1", "Write.", output, (ProfileItem("Folk agree.", {}, 0),), "t", "train",
+                   planted=Planting(FOLK, True, tuple(spans)))
+
+
+def test_gold_marker_mask_shifts_the_spans_into_a_prefill_target():
+    example = _planted_example("the folk agree", [(4, 8)])
+    for target in (example.output, f" {example.output}"):
+        mask = metrics.gold_marker_mask(WhitespaceTokenizer(), example, target)
+        assert mask.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="does not end with the example's gold output"):
+        metrics.gold_marker_mask(WhitespaceTokenizer(), example, "something else")
+
+
+def test_gold_marker_mask_refuses_an_unplanted_example():
+    example = Example("e2", "u1", "Write.", "the people agree", (ProfileItem("x", {}, 0),), "t", "train")
+    with pytest.raises(ValueError, match="e2 is not from a planted corpus"):
+        metrics.gold_marker_mask(WhitespaceTokenizer(), example, example.output)
+
+
+def test_marker_nll_is_the_mean_over_marker_tokens_only():
+    import torch
+
+    nll = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 0.0, 5.0]])  # [rows, n_target]
+    mask = torch.tensor([False, True, False, True])
+    assert metrics.marker_nll(nll, mask).tolist() == [3.0, 3.0]  # (2 + 4) / 2, (1 + 5) / 2
+    assert metrics.marker_nll(nll[0], mask).item() == 3.0
+    assert metrics.marker_nll(nll, torch.zeros(4, dtype=torch.bool)) is None
+    with pytest.raises(ValueError, match="token_nll covers 4 target tokens but the mask 3"):
+        metrics.marker_nll(nll, mask[:3])
+
+
+def test_marker_token_mask_lines_up_with_the_scored_smollm2_target(tokenizer):
+    from harness.pcs import encode
+
+    lower, spans = Lowercase(0).rewrite("People of Ohio, Thank you.")
+    target = f" {lower}"
+    mask = metrics.marker_token_mask(tokenizer, target, [(a + 1, b + 1) for a, b in spans], max_target_tokens=4)
+    item = encode(tokenizer, "Prompt:", target, max_target_tokens=4)
+    assert mask.shape[0] == item.n_target == 4
+    tokens = [tokenizer.decode([i]) for i in item.ids[-item.n_target:]]
+    assert tokens == [" people", " of", " oh", "io"]
+    assert mask.tolist() == [True, False, True, True]  # every token of a changed word: People -> people, Ohio -> ohio

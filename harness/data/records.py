@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # planted.py builds Examples, so it is imported for the annotation only
+    from .planted import Planting
 
 
 class DataError(ValueError):
@@ -35,6 +39,7 @@ class Example:
     task: str
     split: str
     lead: str = ""  # text the gold output continues (e.g. a paragraph's first sentence): what a prefill shows
+    planted: Planting | None = None  # the user's planted rule, in a planted corpus (harness.data.planted)
 
     def __post_init__(self) -> None:
         if not self.example_id:

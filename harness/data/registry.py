@@ -9,6 +9,7 @@ from typing import Callable
 
 from .corpora import load_conventions2012, load_debates2016
 from .longlamp import CONFIGS, load_longlamp, load_longlamp_file
+from .planted import FAMILIES, PREFIX as PLANTED_PREFIX, PlantedSpec, parse_planted_name, plant
 from .records import DataError, Example
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,25 @@ def _corpus(name: str) -> tuple[Example, ...]:
     return tuple(CORPORA[name]())
 
 
+@lru_cache(maxsize=None)
+def _planted(spec: PlantedSpec, split: str) -> tuple[Example, ...]:
+    """A planted corpus built once per process from its whole base split (then subset like any dataset)."""
+    base = load_examples(spec.data, split)
+    return tuple(plant(base, spec.family, control_share=spec.control_share, seed=spec.seed, lead=spec.lead))
+
+
 def dataset_names() -> list[str]:
-    """Every known dataset name (a .json/.jsonl path or a folder of split files is also accepted)."""
-    return [*CORPORA, *(f"longlamp:{config}" for config in CONFIGS)]
+    """Every known dataset name (a .json/.jsonl path or a folder of split files is also accepted, and
+    ``planted:<any of these>:<family>`` plants a preference into any of them)."""
+    return [*CORPORA, *(f"longlamp:{config}" for config in CONFIGS),
+            *(f"{PLANTED_PREFIX}{corpus}:{family}" for corpus in CORPORA for family in FAMILIES)]
 
 
 def load_examples(name: str, split: str = "train", *, n: int | None = None, seed: int = 0) -> list[Example]:
     """Examples of a named dataset split; n takes a seeded subset (kept in dataset order)."""
-    if name in CORPORA:
+    if name.startswith(PLANTED_PREFIX):
+        examples = list(_planted(parse_planted_name(name), split))
+    elif name in CORPORA:
         if split not in CORPUS_SPLITS:
             raise DataError(f"{name} has only split 'train'; draw discovery/evaluation with harness.data.splits")
         examples = list(_corpus(name))
@@ -44,7 +56,8 @@ def load_examples(name: str, split: str = "train", *, n: int | None = None, seed
     else:
         raise DataError(
             f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
-            "or a path to a .json/.jsonl file (or folder of <split>.jsonl) in LongLaMP's schema"
+            "a path to a .json/.jsonl file (or folder of <split>.jsonl) in LongLaMP's schema, "
+            f"or planted:<dataset>:<family> (families: {', '.join(FAMILIES)})"
         )
     return subset(examples, n, seed=seed)
 
