@@ -85,8 +85,9 @@ def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int =
     return TokenizedInput(torch.tensor(p + t, dtype=torch.long), len(t), span)
 
 
-def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
-    """Mean NLL of the last ``n_target`` tokens of ``ids`` under ``logits`` ([B, T, V]); one value per row.
+def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int, *, per_token: bool = False) -> torch.Tensor:
+    """Mean NLL of the last ``n_target`` tokens of ``ids`` under ``logits`` ([B, T, V]); one value per row
+    (``per_token``: the [B, n_target] NLLs themselves, e.g. for a planted rule's marker tokens).
 
     ``logits`` may also cover only the ``n_target`` predicting positions ([B, n_target, V], see ``traced_nll``).
     """
@@ -94,10 +95,12 @@ def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.
     pred = logits if logits.shape[1] == n_target else logits[:, t - n_target - 1: t - 1]
     pred = pred.to(torch.promote_types(pred.dtype, torch.float32)).log_softmax(-1)  # bf16/fp16 -> fp32, fp64 kept
     gold = ids[..., t - n_target:].expand(pred.shape[0], -1)
-    return -pred.gather(-1, gold[..., None]).squeeze(-1).mean(-1)
+    nll = -pred.gather(-1, gold[..., None]).squeeze(-1)  # [B, n_target]
+    return nll if per_token else nll.mean(-1)
 
 
-def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0) -> torch.Tensor:
+def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0,
+               per_token: bool = False) -> torch.Tensor:
     """Inside a trace: unembed only the positions that predict the target (saves the vocabulary projection of the
     whole prompt), and return the target's mean NLL per row.
 
@@ -106,7 +109,15 @@ def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0)
     head = unembed(model)
     t = ids.shape[-1]
     head.input = head.input[:, t - n_target - 1 - offset: t - 1 - offset]
-    return target_nll(model.output.logits, ids, n_target)
+    return target_nll(model.output.logits, ids, n_target, per_token=per_token)
+
+
+def token_nlls(model: Any, item: TokenizedInput, *, remote: bool | str = False) -> torch.Tensor:
+    """The clean model's NLL of each gold token, ``[n_target]`` (their mean is ``ablated_losses``' clean loss)."""
+    ids = item.ids[None]  # [1, T]
+    with model.trace(input_ids=ids, use_cache=False, remote=remote):
+        nll = nnsight.save(traced_nll(model, ids, item.n_target, per_token=True))
+    return nll[0].detach().cpu()
 
 
 def _expand_rows(value: Any, rows: int) -> Any:

@@ -7,6 +7,10 @@
 Each is averaged per user, with a user-clustered 95% CI, on the discovery and on the evaluation split. A head set can
 only carry a user-specific preference where ``gain_specific`` is measurably above 0; where its CI includes 0 every
 table of the study says so (``NO_SIGNAL``).
+
+On a planted corpus (``planted:<data>:<family>``) the gains are also given for planted and control users apart
+(``group``), and as *marker-token* gains (``marker_gain_*``): the same differences of the NLL restricted to the gold
+tokens the planted rule changed (for controls, would change), the sharper outcome of a known answer.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import logging
 from typing import Any, Sequence
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from . import stats
-from .pcs import ablated_losses
+from .metrics import gold_marker_mask, marker_nll
+from .pcs import token_nlls
 
 log = logging.getLogger("harness")
 
@@ -28,30 +34,64 @@ NO_SIGNAL = ("no measured user-specific signal (gain_specific's CI includes 0): 
 
 
 def clean_losses(setup: Any, run: Any, conditions: Sequence[str]) -> pd.DataFrame:
-    """Unablated gold loss of every example (discovery and evaluation) in every condition, checkpointed; one row per
-    example with ``split``, ``user_id`` and ``loss_<condition>`` columns."""
+    """Unablated gold loss of every example (discovery and evaluation) in every condition, checkpointed with its
+    per-token NLLs; one row per example with ``split``, ``user_id`` and ``loss_<condition>`` columns, and on a planted
+    corpus ``group`` (planted / control), ``rule`` and ``marker_<condition>`` (NLL of the rule's tokens; NaN where
+    none is scored)."""
     ck = run.checkpoint("clean_losses")
     sides = [("discovery", e) for e in setup.split.discovery] + [("evaluation", e) for e in setup.split.evaluation]
-    todo = [(e, c) for _, e in sides for c in conditions if f"{e.example_id}|{c}" not in ck]
+    todo = [(e, c) for _, e in sides for c in conditions
+            if "tokens" not in ck.records.get(f"{e.example_id}|{c}", {})]
     for ex, cond in tqdm(todo, desc="signal (clean losses)", disable=not todo):
-        clean, _ = setup.call(ablated_losses, setup.model, setup.tokenized(ex.example_id, cond), [],
-                              remote=setup.remote, what=f"clean loss of {ex.example_id} ({cond})")
-        ck.add(f"{ex.example_id}|{cond}", loss=clean)
-    return pd.DataFrame([{"split": side, "example_id": e.example_id, "user_id": e.user_id,
-                          **{f"loss_{c}": ck.get(f"{e.example_id}|{c}")["loss"] for c in conditions}}
-                         for side, e in sides])
+        nll = setup.call(token_nlls, setup.model, setup.tokenized(ex.example_id, cond), remote=setup.remote,
+                         what=f"clean loss of {ex.example_id} ({cond})")
+        ck.add(f"{ex.example_id}|{cond}", loss=float(nll.mean()), tokens=nll.tolist())
+    rows = []
+    for side, e in sides:
+        recs = {c: ck.get(f"{e.example_id}|{c}") for c in conditions}
+        row = {"split": side, "example_id": e.example_id, "user_id": e.user_id,
+               **{f"loss_{c}": r["loss"] for c, r in recs.items()}}
+        if e.planted is not None:
+            mask = gold_marker_mask(setup.tokenizer, e, setup.prompts[e.example_id].target,
+                                    max_target_tokens=setup.max_target_tokens)
+            row |= {"group": "control" if e.planted.control else "planted", "rule": e.planted.rule.label}
+            for c, r in recs.items():
+                value = marker_nll(torch.tensor(r["tokens"]), mask)
+                row[f"marker_{c}"] = float("nan") if value is None else float(value)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def signal_rows(losses: pd.DataFrame, *, n_boot: int, seed: int) -> list[dict]:
     """One row per (split, gain) that the measured conditions allow: mean over examples, user-clustered CI (or, with
-    fewer than ``MIN_USERS_FOR_CI`` users, the range of the user means, marked descriptive), share of users > 0."""
+    fewer than ``MIN_USERS_FOR_CI`` users, the range of the user means, marked descriptive), share of users > 0.
+
+    On a planted corpus (a ``group`` column) the rows cover all users (``group`` "all"), then planted and control
+    users apart, each with the marker-token gains over the examples that score a marker token."""
     rows = []
+    groups = [("all", losses)]
+    if "group" in losses:
+        groups += [(g, losses[losses.group == g]) for g in ("planted", "control")]
+    for group, frame in groups:
+        for row in _gain_rows(frame, n_boot=n_boot, seed=seed):
+            rows.append({"group": group, **row} if "group" in losses else row)
+    return rows
+
+
+def _gain_rows(losses: pd.DataFrame, *, n_boot: int, seed: int) -> list[dict]:
+    """``signal_rows`` of one group of users."""
+    rows = []
+    gains = [(gain, f"loss_{a}", f"loss_{b}") for gain, (a, b) in GAINS.items()]
+    gains += [(f"marker_{gain}", f"marker_{a}", f"marker_{b}") for gain, (a, b) in GAINS.items()]
     for side, part in losses.groupby("split", sort=False):
-        users = part.user_id.to_numpy()
-        for gain, (a, b) in GAINS.items():
-            if f"loss_{a}" not in part or f"loss_{b}" not in part:
+        for gain, a, b in gains:
+            if a not in part or b not in part:
                 continue
-            values = (part[f"loss_{a}"] - part[f"loss_{b}"]).to_numpy()
+            scored = part[part[a].notna() & part[b].notna()]
+            if scored.empty:
+                continue
+            users = scored.user_id.to_numpy()
+            values = (scored[a] - scored[b]).to_numpy()
             per_user = pd.Series(values).groupby(users).mean()
             descriptive = per_user.size < stats.MIN_USERS_FOR_CI
             lo, hi = ((float(per_user.min()), float(per_user.max())) if descriptive else
@@ -66,6 +106,11 @@ def signal_rows(losses: pd.DataFrame, *, n_boot: int, seed: int) -> list[dict]:
 
 COLUMNS = [("split", "split"), ("gain", "gain"), ("mean", "mean"), ("ci", "interval"), ("interval", "interval is"),
            ("n_examples", "examples"), ("n_users", "users"), ("users_positive", "share of users > 0")]
+
+
+def columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    """The signal table's columns: ``COLUMNS``, led by the user group on a planted corpus."""
+    return ([("group", "users")] if any("group" in r for r in rows) else []) + COLUMNS
 
 
 def has_signal(rows: Sequence[dict], split: str = "evaluation") -> bool | None:
@@ -89,6 +134,7 @@ def signal_note(rows: Sequence[dict]) -> str:
 def summary_line(rows: Sequence[dict]) -> str:
     """One printable line per split: the three gains with their intervals."""
     out = []
+    rows = [r for r in rows if r.get("group", "all") == "all"]  # planted corpora: all users here, groups in the table
     for side in dict.fromkeys(r["split"] for r in rows):
         parts = [f"{r['gain']} {r['mean']:+.3f} {'range' if 'descriptive' in r['interval'] else 'CI'} "
                  f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" for r in rows if r["split"] == side]

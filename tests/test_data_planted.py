@@ -198,7 +198,7 @@ def test_signoff_lines_are_distinct_per_user_including_control_shadows():
 
 def test_plant_rewrites_every_text_of_planted_users_and_no_text_of_controls():
     base = {e.example_id: e for e in _examples()}
-    out = plant(list(base.values()), "lexicon")
+    out = plant(list(base.values()), "lexicon", lead="planted")
     assert len(out) == len(base)
     for e in out:
         original, rule = base[e.example_id], e.planted.rule
@@ -220,8 +220,9 @@ def test_plant_is_deterministic_and_has_a_quarter_controls():
                                      "planted_users": 6, "control_users": 2}
 
 
-def test_plant_can_keep_the_original_lead():
-    for e in plant(_examples(), "case", lead="original"):
+def test_plant_keeps_the_original_lead_by_default():
+    assert plant(_examples(), "case") == plant(_examples(), "case", lead="original")
+    for e in plant(_examples(), "case"):
         assert e.lead == "This is very Good." and e.input == 'Continue:\n"This is very Good."'
 
 

@@ -30,6 +30,33 @@ def test_gains_by_hand():
     assert "descriptive" in rows["gain_own"]["interval"]  # one user: a range, not a CI
 
 
+def test_planted_corpora_get_group_rows_and_marker_gains_over_scored_markers_only():
+    rows = []
+    for split in ("discovery", "evaluation"):
+        for u in range(6):
+            planted = u < 4
+            for j in range(2):
+                marker_none = 4.0 if j == 0 or not planted else float("nan")  # no scored marker: left out, not 0
+                rows.append({"split": split, "example_id": f"{split}{u}{j}", "user_id": f"u{u}", "loss_none": 3.0,
+                             "loss_other": 2.9, "loss_own": 2.8 if planted else 2.9,
+                             "group": "planted" if planted else "control", "rule": "case#0",
+                             "marker_none": marker_none, "marker_other": marker_none - 0.5,
+                             "marker_own": marker_none - (2.0 if planted else 0.5)})
+    out = signal.signal_rows(pd.DataFrame(rows), n_boot=200, seed=0)
+    by = {(r["group"], r["split"], r["gain"]): r for r in out}
+    ev = "evaluation"
+    assert by[("planted", ev, "gain_specific")]["mean"] == pytest.approx(0.1)
+    assert by[("control", ev, "gain_specific")]["mean"] == pytest.approx(0.0)
+    assert by[("all", ev, "gain_specific")]["mean"] == pytest.approx(0.4 / 6 * 2 * 2 / 4)  # 8 of 12 examples at 0.1
+    assert by[("planted", ev, "marker_gain_specific")]["mean"] == pytest.approx(1.5)
+    assert by[("planted", ev, "marker_gain_specific")]["n_examples"] == 4  # the NaN-marker examples are left out
+    assert by[("control", ev, "marker_gain_own")]["mean"] == pytest.approx(0.5)
+    assert by[("control", ev, "marker_gain_specific")]["mean"] == pytest.approx(0.0)
+    assert signal.columns(out)[0] == ("group", "users") and signal.columns(signal.signal_rows(
+        _losses(), n_boot=100, seed=0)) == signal.COLUMNS
+    assert "planted" not in signal.summary_line(out) and signal.summary_line(out).count("; gain_specific") == 2
+
+
 def test_a_clear_specific_gain_is_a_signal_and_none_is_not():
     rows = signal.signal_rows(_losses(specific=0.1), n_boot=500, seed=0)
     assert signal.has_signal(rows) is True and signal.signal_note(rows) == ""

@@ -361,13 +361,13 @@ class Planting:
 
 @dataclass(frozen=True)
 class PlantedSpec:
-    """A planted corpus by name: ``planted:<data>:<family>[:controls=0.25,seed=0,lead=planted]``."""
+    """A planted corpus by name: ``planted:<data>:<family>[:controls=0.25,seed=0,lead=original]``."""
 
     data: str
     family: str
     control_share: float = DEFAULT_CONTROL_SHARE
     seed: int = DEFAULT_SEED
-    lead: str = "planted"
+    lead: str = "original"
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -430,13 +430,14 @@ def assign_rules(users: Iterable[str], family: str, *, control_share: float = DE
 
 
 def plant(examples: Sequence[Example], family: str, *, control_share: float = DEFAULT_CONTROL_SHARE,
-          seed: int = DEFAULT_SEED, lead: str = "planted") -> list[Example]:
+          seed: int = DEFAULT_SEED, lead: str = "original") -> list[Example]:
     """The examples with each planted user's rule applied to all their texts and ``planted`` set on every example.
 
     Examples whose gold output the user's rule (the shadow one for controls) would not change are dropped, so
     planted and control examples are selected alike (lexicon and spelling drop most; the count is logged).
-    ``lead="planted"`` rewrites the lead too (and the input where it quotes the lead), keeping the paragraph
-    consistent; ``"original"`` leaves both as they were, so the profile is the only evidence of the rule.
+    ``lead="original"`` (the default) leaves the lead and the input as they were, so the profile is the only evidence
+    of the rule in every prompt variant (the no-profile prompt shows none); ``"planted"`` rewrites them too (and the
+    input where it quotes the lead), keeping the paragraph consistent but showing the rule without a profile.
     """
     _check_options(family, control_share, lead)
     rules = assign_rules((e.user_id for e in examples), family, control_share=control_share, seed=seed)
