@@ -120,13 +120,22 @@ def score_generations(setup: Any, texts: dict[str, list[str]], metrics: Sequence
                       split: str = "evaluation") -> pd.DataFrame:
     """One row per (generation method, evaluation example): the text, its ``metrics`` against the gold output (style
     similarity against the user's profile), and whether it continues the text (``continues``: no quoted repeat of the
-    lead, no commentary)."""
-    from .metrics import continues_text, score_examples
+    lead, no commentary). On a planted corpus also ``group`` (planted / control) and ``marker_rate``: the share of the
+    text's opportunities where it follows the user's rule (NaN where it has none; controls: their shadow rule)."""
+    from .metrics import continues_text, marker_rate, score_examples
 
     evaluation = getattr(setup.split, split)
     refs = [setup.prompts[e.example_id].target for e in evaluation]
     profiles = [[p.text for p in e.profile] for e in evaluation] if "style_similarity" in metrics else None
+
+    def planted(e: Any, text: str) -> dict:
+        if e.planted is None:
+            return {}
+        rate = marker_rate(text, e.planted.rule).rate
+        return {"group": "control" if e.planted.control else "planted",
+                "marker_rate": float("nan") if rate is None else rate}
     return pd.DataFrame([{"generation": name, "example_id": e.example_id, "user_id": e.user_id, "text": text,
-                          **{m: score[m] for m in metrics}, "continues": float(continues_text(text, e.lead))}
+                          **{m: score[m] for m in metrics}, "continues": float(continues_text(text, e.lead)),
+                          **planted(e, text)}
                          for name, ts in texts.items()
                          for e, text, score in zip(evaluation, ts, score_examples(ts, refs, profiles))])

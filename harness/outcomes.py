@@ -75,20 +75,27 @@ def add_outcomes(frame: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame
     return out
 
 
-def pivot(frame: pd.DataFrame, outcome: str, sets: Sequence[str], *, by: str = "set") -> pd.DataFrame:
+def pivot(frame: pd.DataFrame, outcome: str, sets: Sequence[str], *, by: str = "set",
+          missing: str = "error") -> pd.DataFrame:
     """One row per example (index example_id, column user_id) and one column per named set (values of ``by``).
 
     Rows are paired by example id; every set must have exactly one value for every example (asserted, never filled).
+    ``missing="drop"`` instead leaves out an example where a set's value is NaN (an outcome that is undefined there,
+    such as the marker rate of a text with no opportunity for the rule), so only complete pairs are compared.
     """
+    if missing not in ("error", "drop"):
+        raise ValueError(f"missing={missing!r}: choose error or drop")
     part = frame[frame[by].isin(sets)]
     dup = part.duplicated(["example_id", by])
     if dup.any():
         first = part[dup].iloc[0]
         raise ValueError(f"{by} {first[by]!r} has two rows for example {first['example_id']!r}")
     wide = part.pivot(index="example_id", columns=by, values=outcome)
-    missing = [s for s in sets if s not in wide.columns]
-    if missing:
-        raise ValueError(f"no rows for head sets {missing}")
+    absent = [s for s in sets if s not in wide.columns]
+    if absent:
+        raise ValueError(f"no rows for head sets {absent}")
+    if missing == "drop":
+        wide = wide.dropna(subset=list(sets))
     holes = wide[list(sets)].isna()
     if holes.values.any():
         ex, s = holes.stack()[lambda x: x].index[0]
@@ -188,11 +195,12 @@ def damage_matched(frame: pd.DataFrame, families: Sequence[str], k: int, *, outc
     return rows, cloud
 
 
-def mdes_to_one(frame: pd.DataFrame, by: str, comps: Sequence[stats.Comparison]) -> list[float]:
+def mdes_to_one(frame: pd.DataFrame, by: str, comps: Sequence[stats.Comparison], *,
+                missing: str = "error") -> list[float]:
     """The minimal detectable difference of each ``compare_to_one`` comparison (Holm over the table)."""
     out = []
     for c in comps:
-        wide = pivot(frame, c.outcome, [c.name, c.baseline], by=by)
+        wide = pivot(frame, c.outcome, [c.name, c.baseline], by=by, missing=missing)
         out.append(stats.mde_of_pairs((wide[c.name] - wide[c.baseline]).to_numpy(), wide.user_id.to_numpy(),
                                       n_tests=len(comps)))
     return out
@@ -217,18 +225,22 @@ def clustered_means(frame: pd.DataFrame, by: str, values: Sequence[str], *, n_bo
     return rows
 
 
-def compare_to_one(frame: pd.DataFrame, by: str, names: Sequence[str], baseline: str, values: Sequence[str], *,
-                   n_boot: int, n_perm: int, seed: int) -> list[stats.Comparison]:
-    """Each of ``names`` against ``baseline`` (values of ``by``) on every one of ``values``: paired by example,
-    user-clustered, Holm across the whole table."""
+def compare_to_one(frame: pd.DataFrame, by: str, names: Sequence[str], baseline: str | Sequence[str],
+                   values: Sequence[str], *, n_boot: int, n_perm: int, seed: int,
+                   missing: str = "error") -> list[stats.Comparison]:
+    """Each of ``names`` against ``baseline`` (values of ``by``; a list: against each of them) on every one of
+    ``values``: paired by example (``missing``: see ``pivot``; a pair left with fewer than 2 examples is no
+    comparison and no row), user-clustered, Holm across the whole table."""
     comps = []
-    for name in names:
-        for v in values:
-            wide = pivot(frame, v, [name, baseline], by=by)
-            a, b, users = wide[name].to_numpy(), wide[baseline].to_numpy(), wide.user_id.to_numpy()
-            comps.append(stats.descriptive_if_few_users(stats.compare_paired(
-                a, b, name=name, baseline=baseline, outcome=v, users=users, n_boot=n_boot, n_perm=n_perm, seed=seed),
-                a - b, users))
+    baselines = [baseline] if isinstance(baseline, str) else list(baseline)
+    for name, base, v in ((n, b, v) for n in names for b in baselines for v in values):
+        wide = pivot(frame, v, [name, base], by=by, missing=missing)
+        if len(wide) < 2:
+            continue
+        a, b, users = wide[name].to_numpy(), wide[base].to_numpy(), wide.user_id.to_numpy()
+        comps.append(stats.descriptive_if_few_users(stats.compare_paired(
+            a, b, name=name, baseline=base, outcome=v, users=users, n_boot=n_boot, n_perm=n_perm, seed=seed),
+            a - b, users))
     return stats.with_holm(comps)
 
 

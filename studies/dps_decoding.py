@@ -11,6 +11,7 @@ variant against the best baseline (paired, Holm). Optionally a pairwise LLM judg
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pandas as pd
@@ -31,6 +32,8 @@ from harness.steering import StyleVectors, chosen_style, fit_and_choose
 METRICS = ("rouge1", "rougeL", "meteor", "style_similarity")
 REPORTED = (*METRICS, "continues")  # with the share of generations that continue the text
 BASELINES = ("no_profile", "profile", "rag", "cad", "stylevector")
+
+log = logging.getLogger("harness")
 
 
 @dataclass
@@ -74,6 +77,33 @@ def style_choice(setup, run: Run, cfg: DPSConfig) -> tuple[StyleVectors, float]:
     return chosen_style(saved)
 
 
+def marker_tables(df: pd.DataFrame, run: Run, dps: str, baselines: list[str], order: list[str], *, n_perm: int,
+                  n_boot: int, seed: int) -> None:
+    """Planted corpora: each method's marker rate for planted and control users, and ``dps`` against every baseline
+    on the planted users' marker rate and ROUGE-L (Holm across the table; a pair needs an opportunity in both texts)."""
+    stat = dict(n_boot=n_boot, seed=seed)
+    rates = [{"group": g, **r} for g in ("planted", "control") if ((df.group == g) & df.marker_rate.notna()).any()
+             for r in outcomes.clustered_means(df[(df.group == g) & df.marker_rate.notna()], "generation",
+                                               ["marker_rate"], order=order, **stat)]
+    tables.write_tables(rates, [("group", "users"), ("generation", "generation"), ("marker_rate", "marker rate"),
+                                ("marker_rate_ci", "interval"), ("interval", "interval is")], run.root,
+                        "marker_rate_by_method", note="share of each text's opportunities that follow the user's rule "
+                        "(controls: a rule they were not given); texts without an opportunity are left out")
+    planted = df[df.group == "planted"]
+    complete = planted.groupby("example_id").marker_rate.apply(lambda r: r.notna().sum())
+    if not (complete >= 2).any():
+        log.warning("no planted example has two texts with an opportunity for its rule: no marker-rate comparison")
+        return
+    comps = outcomes.compare_to_one(planted, "generation", [dps], baselines, ["marker_rate", "rougeL"],
+                                    n_perm=n_perm, missing="drop", **stat)
+    tables.write_tables(outcomes.comparison_records(comps, outcomes.mdes_to_one(planted, "generation", comps,
+                                                                                  missing="drop")),
+                        [("name", "generation"), ("baseline", "vs"), ("outcome", "metric")]
+                        + outcomes.COMPARISON_COLUMNS[2:-1], run.root, "dps_marker_rate",
+                        note="planted users; an example whose DPS or baseline text has no opportunity for the rule "
+                             "is left out of that marker-rate pair" + (f"; {run.note}" if run.note else ""))
+
+
 def main(argv: list[str] | None = None) -> Run:
     cfg = DPSConfig.from_argv(argv)
     setup, run = start(cfg)
@@ -105,6 +135,9 @@ def main(argv: list[str] | None = None) -> Run:
     tables.write_tables(outcomes.comparison_records(comps, outcomes.mdes_to_one(df, "generation", comps)),
                         [("name", "generation"), ("baseline", "vs best baseline"), ("outcome", "metric")]
                         + outcomes.COMPARISON_COLUMNS[2:-1], run.root, "dps_vs_best_baseline", note=run.note)
+    if "marker_rate" in df:  # planted corpus: does DPS raise the rule's marker rate over every baseline?
+        marker_tables(df, run, f"dps-{primary}", [s.name for s in baselines], [s.name for s in specs],
+                      n_perm=cfg.n_perm, **stat)
     plots.bars({r["generation"]: (r["rougeL"], *r["rougeL_ci"]) for r in summary}, run.path("rougeL_by_method.png"),
                title=f"ROUGE-L by generation method ({cfg.data}, n={len(evaluation)})", ylabel="ROUGE-L")
     rows = {r["generation"]: r for r in summary}

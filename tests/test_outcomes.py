@@ -107,6 +107,22 @@ def test_clustered_means_and_compare_to_one():
     assert comp.mean_diff == pytest.approx(np.mean([1, 1, 1, 0.5])) and comp.n_users == 3
 
 
+def test_undefined_outcomes_drop_only_their_pairs_and_several_baselines_share_one_holm():
+    nan = float("nan")  # e.g. a marker rate where the text gave the rule no opportunity
+    df = pd.DataFrame({"generation": ["a"] * 4 + ["b"] * 4 + ["c"] * 4, "example_id": list("wxyz") * 3,
+                       "user_id": ["u1", "u2", "u3", "u4"] * 3,
+                       "rate": [1, 1, 0.5, nan, 0, nan, 0, 0, 0.5, 0.5, 0.5, 0.5]})
+    with pytest.raises(ValueError, match="has no rate for example"):
+        outcomes.pivot(df, "rate", ["a", "b"], by="generation")
+    assert list(outcomes.pivot(df, "rate", ["a", "b"], by="generation", missing="drop").index) == ["w", "y"]
+    comps = outcomes.compare_to_one(df, "generation", ["a"], ["b", "c"], ["rate"], n_boot=100, n_perm=100, seed=0,
+                                    missing="drop")
+    by = {c.baseline: c for c in comps}
+    assert by["b"].n == 2 and by["b"].mean_diff == pytest.approx(0.75)  # pairs w (1-0) and y (0.5-0)
+    assert by["c"].n == 3 and by["c"].mean_diff == pytest.approx((0.5 + 0.5 + 0) / 3)
+    assert [c.p_holm for c in comps] == pytest.approx(stats.holm([c.p_wilcoxon for c in comps]))
+
+
 def test_topk_stability_is_one_when_every_example_agrees_and_frequency_counts_selection():
     per = torch.zeros(6, 2, 3)
     per[:, 1, 2] = 5.0
