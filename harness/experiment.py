@@ -148,7 +148,7 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     setup.signal = signal.signal_rows(losses, n_boot=cfg.n_boot, seed=cfg.seed)
     run.note = signal.signal_note(setup.signal) if "other" in cfg.conditions else ""
     write_csv(run.path("signal_losses.csv"), losses)
-    tables.write_tables(setup.signal, signal.COLUMNS, run.root, "signal", note=run.note)
+    tables.write_tables(setup.signal, signal.columns(setup.signal), run.root, "signal", note=run.note)
     log.info(signal.summary_line(setup.signal))
     if run.note:
         log.warning("WARNING: %s", run.note)
