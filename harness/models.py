@@ -8,6 +8,7 @@ an activation marked ``requires_grad_(True)`` inside the trace.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import warnings
@@ -26,6 +27,37 @@ REMOTE_ALIASES = {
     "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
     "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
 }
+
+
+# Shape facts of the hosted models, from each repo's config.json on the hub (no weights): ``--plan`` counts work and
+# projects time from them offline, and the tests build the weightless model an NDIF client holds at each shape.
+_LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                 "original_max_position_embeddings": 8192}
+_LLAMA31 = {"model_type": "llama", "vocab_size": 128256, "max_position_embeddings": 131072, "rope_theta": 500000.0,
+            "rope_scaling": _LLAMA31_ROPE, "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16", "bos_token_id": 128000, "eos_token_id": 128001}
+HOSTED: dict[str, dict[str, Any]] = {
+    "meta-llama/Llama-3.1-8B": {**_LLAMA31, "num_hidden_layers": 32, "num_attention_heads": 32,
+                                "num_key_value_heads": 8, "hidden_size": 4096, "head_dim": 128,
+                                "intermediate_size": 14336},
+    "meta-llama/Llama-3.1-70B": {**_LLAMA31, "num_hidden_layers": 80, "num_attention_heads": 64,
+                                 "num_key_value_heads": 8, "hidden_size": 8192, "head_dim": 128,
+                                 "intermediate_size": 28672},
+}
+HOSTED["meta-llama/Llama-3.1-8B-Instruct"] = {**HOSTED["meta-llama/Llama-3.1-8B"],
+                                              "eos_token_id": [128001, 128008, 128009]}
+
+
+def hosted_config(name: str) -> Any | None:
+    """The transformers config of a hosted model (registry alias or repo id) built from ``HOSTED``, offline; None
+    for any other model."""
+    from transformers import AutoConfig
+
+    facts = HOSTED.get(REMOTE_ALIASES.get(name, name))
+    if facts is None:
+        return None
+    facts = copy.deepcopy(facts)  # transformers writes into the rope dict it is given
+    return AutoConfig.for_model(facts.pop("model_type"), **facts)
 
 
 def known_models() -> list[str]:
