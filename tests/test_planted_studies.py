@@ -3,23 +3,41 @@
 import pandas as pd
 import pytest
 
-from studies import dps_decoding, pcs_ranking
+from harness.config import ConfigError
+from studies import ablation_comparison, dps_decoding, known_answer, pcs_ranking
 from studies import signal as signal_study
 
 pytestmark = pytest.mark.slow
 
+RANK = ["--retrieval-prompts", "1", "--induction-sequences", "2"]
+ABLATE = ["--n-random", "4", "--n-random-other", "2", "--max-new-tokens", "4", "--n-damage", "8"]
+DPS = ["--max-new-tokens", "6", "--gammas", "1.0", "--style-alphas", "1.0", "--style-layers", "1"]
 
-def test_planted_corpus_reaches_signal_ranking_and_dps_with_marker_tables(tiny_model_dir, tmp_path):
-    args = ["--preset", "quick", "--model", str(tiny_model_dir), "--data", "planted:conventions2012:case",
-            "--n", "10", "--results", str(tmp_path), "--max-prompt-tokens", "192", "--max-target-tokens", "16",
-            "--k-heads", "1", "2", "--n-boot", "200", "--n-perm", "200", "--framing", "prefill"]
-    run = signal_study.main(args)
-    sig = pd.read_csv(run.path("signal.csv"))
+
+def args(model, results, family):
+    return ["--preset", "quick", "--model", str(model), "--data", f"planted:conventions2012:{family}", "--n", "10",
+            "--results", str(results), "--max-prompt-tokens", "192", "--max-target-tokens", "16", "--k-heads", "1",
+            "2", "--n-boot", "200", "--n-perm", "200", "--framing", "prefill"]
+
+
+@pytest.fixture(scope="module")
+def planted_runs(tiny_model_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("planted")
+    runs = {}
+    for family in ("case", "lexicon"):
+        a = args(tiny_model_dir, results, family)
+        runs[family] = {"signal": signal_study.main(a), "pcs": pcs_ranking.main(a + RANK),
+                        "ablation": ablation_comparison.main(a + ABLATE)}
+    runs["case"]["dps"] = dps_decoding.main(args(tiny_model_dir, results, "case") + DPS)
+    return results, runs
+
+
+def test_planted_corpus_reaches_signal_ranking_and_dps_with_marker_tables(planted_runs):
+    _, runs = planted_runs
+    sig = pd.read_csv(runs["case"]["signal"].path("signal.csv"))
     assert set(sig["group"]) == {"all", "planted", "control"}
     assert {"gain_specific", "marker_gain_own", "marker_gain_specific"} <= set(sig["gain"])
-    pcs_ranking.main(args + ["--retrieval-prompts", "1", "--induction-sequences", "2"])
-    dps = dps_decoding.main(args + ["--max-new-tokens", "6", "--gammas", "1.0", "--style-alphas", "1.0",
-                                    "--style-layers", "1"])
+    dps = runs["case"]["dps"]
     per_example = pd.read_csv(dps.path("per_example.csv"))
     assert {"group", "marker_rate"} <= set(per_example.columns)
     rates = pd.read_csv(dps.path("marker_rate_by_method.csv"))
@@ -28,3 +46,25 @@ def test_planted_corpus_reaches_signal_ranking_and_dps_with_marker_tables(tiny_m
     versus = pd.read_csv(dps.path("dps_marker_rate.csv"))
     assert set(versus["outcome"]) == {"marker_rate", "rougeL"} and set(versus["name"]) == {"dps-specific_pcs"}
     assert set(versus["baseline"]) <= set(dps_decoding.BASELINES) and len(set(versus["baseline"])) >= 3
+
+
+def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(planted_runs, tiny_model_dir, caplog):
+    results, runs = planted_runs
+    run = known_answer.main(["--model", str(tiny_model_dir), "--data", "conventions2012", "--results", str(results),
+                             "--planted", "case", "lexicon", "signoff", "--k-heads", "1", "2", "--n-boot", "200"])
+    sig = pd.read_csv(run.path("signal_by_family.csv"))
+    assert set(sig.family) == {"case", "lexicon"} and set(sig.group) == {"planted", "control"}
+    removed = pd.read_csv(run.path("gain_removed_by_family.csv"))
+    assert set(removed.family) == {"case", "lexicon"} and set(removed["set"]) >= {"specific_pcs", "retrieval"}
+    # the share is the mean gain lost over the planted users' clean specific gain, from the same run's losses
+    losses = pd.read_csv(runs["case"]["ablation"].path("signal_losses.csv"))
+    planted = losses[(losses.group == "planted") & (losses.split == "evaluation")]
+    row = removed[(removed.family == "case") & (removed["set"] == "specific_pcs")].iloc[0]
+    assert row.planted_specific_gain == pytest.approx((planted.loss_other - planted.loss_own).mean())
+    assert row.share == pytest.approx(row["mean"] / row.planted_specific_gain)
+    assert set(pd.read_csv(run.path("dps_marker_by_family.csv")).family) == {"case"}
+    overlap = pd.read_csv(run.path("overlap_across_families.csv"))
+    assert {("case", "lexicon")} <= set(zip(overlap.planted_a, overlap.planted_b))
+    assert "planted signoff: no finished" in caplog.text
+    with pytest.raises(ConfigError, match="base dataset"):
+        known_answer.main(["--model", str(tiny_model_dir), "--data", "planted:conventions2012:case"])

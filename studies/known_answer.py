@@ -1,0 +1,144 @@
+"""Known answers: what the instrument finds on users whose preference was planted, one row per family.
+
+    python -m studies.known_answer --data conventions2012 --planted signoff lexicon spelling case
+
+Reads, for each planted family, the runs of ``--data planted:<data>:<family>`` (the signal, ranking, ablation and
+DPS studies with the same preset and design; run them first) and writes ``results/<model>/planted-<data>/known_answer``:
+
+- ``signal_by_family``: the planted users' and the control users' gains (whole text and marker tokens), evaluation;
+- ``gain_removed_by_family``: on planted users, the specific gain each family's top-k removes (``specific_gain_lost``)
+  with its interval, its share of the planted specific gain, and its place in the layer-matched null;
+- ``dps_marker_by_family``: DPS against each baseline on the planted users' marker rate;
+- ``overlap_across_families``: for each head family, the top-k Jaccard between planted families, and the heads that
+  every abstract family (lexicon, spelling, case) shares.
+
+A family whose run is missing is named in the log and left out, never filled in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness import outcomes, tables
+from harness.config import ConfigError, StudyConfig, option
+from harness.data.planted import FAMILIES
+from harness.logs import configure as configure_logging
+from harness.ranking import Ranking, jaccard
+from harness.runs import Run, slug
+
+log = logging.getLogger("harness")
+
+ABSTRACT = ("lexicon", "spelling", "case")  # rules that must be inferred, not copied verbatim
+GAINS = ("gain_own", "gain_specific", "marker_gain_own", "marker_gain_specific")
+
+
+@dataclass
+class KnownAnswerConfig(StudyConfig):
+    """The planted-preference families side by side."""
+
+    study = "known_answer"
+    planted: list[str] = option(list(FAMILIES), "planted families whose runs are read", choices=FAMILIES)
+
+    def family_data(self, family: str) -> str:
+        return f"planted:{self.data}:{family}"
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
+
+
+def main(argv: list[str] | None = None) -> Run:
+    cfg = KnownAnswerConfig.from_argv(argv)
+    configure_logging(cfg.verbose)
+    if cfg.data.startswith("planted:"):
+        raise ConfigError(f"--data is the base dataset (e.g. conventions2012), not a planted name: {cfg.data}")
+    base = Path(cfg.results) / slug(cfg.model)
+    runs = {f: {s: base / slug(cfg.family_data(f)) / StudyConfig.folder(cfg, s)
+                for s in ("signal", "pcs_ranking", "ablation_comparison", "dps_decoding")} for f in cfg.planted}
+    for fam, folders in runs.items():
+        absent = [s for s, p in folders.items() if not (p / "manifest.json").exists()]
+        if absent:
+            log.warning("planted %s: no finished %s run (%s): left out of those tables", fam, ", ".join(absent),
+                        folders[absent[0]])
+    run = Run.open(cfg.results, cfg.model, f"planted:{cfg.data}", cfg.folder(), cfg.numbers_config(),
+                   fresh=cfg.fresh, command=cfg.command())
+    stat = dict(n_boot=cfg.n_boot, seed=cfg.seed)
+
+    signal_rows = []
+    for fam, folders in runs.items():
+        sig = _read(folders["signal"] / "signal.csv")
+        if sig is not None and "group" in sig:
+            part = sig[(sig.split == "evaluation") & sig.group.isin(["planted", "control"]) & sig.gain.isin(GAINS)]
+            signal_rows += [{"family": fam, **r} for r in part.to_dict("records")]
+    tables.write_tables(signal_rows, [("family", "family"), ("group", "users"), ("gain", "gain"), ("mean", "mean"),
+                                      ("ci", "interval"), ("n_examples", "examples"), ("n_users", "users")],
+                        run.root, "signal_by_family", note="evaluation split; marker_*: NLL of the tokens the rule "
+                        "changed (controls: would change)")
+
+    removed, rankings = [], {}
+    for fam, folders in runs.items():
+        frame, losses = (_read(folders["ablation_comparison"] / "per_example.csv"),
+                         _read(folders["ablation_comparison"] / "signal_losses.csv"))
+        if (folders["pcs_ranking"] / "ranking.json").exists():
+            rankings[fam] = Ranking.load(folders["pcs_ranking"])
+        if frame is None or losses is None or fam not in rankings:
+            continue
+        frame["matched_to"] = frame.matched_to.fillna("")
+        planted = set(losses[losses.group == "planted"].example_id)
+        mine = frame[frame.example_id.isin(planted)]
+        gain = losses[losses.example_id.isin(planted) & (losses.split == "evaluation")]
+        specific = float((gain.loss_other - gain.loss_own).mean())
+        kmax = max(k for k in rankings[fam].sets[rankings[fam].families[0]])
+        for row in outcomes.set_summary(mine, "specific_gain_lost", kmax, rankings[fam].families, **stat):
+            removed.append({"family": fam, **row, "planted_specific_gain": specific,
+                            "share": row["mean"] / specific if specific else float("nan")})
+    tables.write_tables(removed, [("family", "family"), ("set", "head set"), ("mean", "specific gain lost"),
+                                  ("ci", "interval"), ("share", "share of planted specific gain"),
+                                  ("planted_specific_gain", "planted specific gain"), ("p_wilcoxon", "p (vs 0)"),
+                                  ("mde", "MDE"), ("null_percentile", "null pct."), ("p_null", "p (null)"),
+                                  ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
+                        note="planted users' evaluation examples; share = specific gain lost / the planted users' "
+                             "clean specific gain")
+
+    dps_rows = []
+    for fam, folders in runs.items():
+        marker = _read(folders["dps_decoding"] / "dps_marker_rate.csv")
+        if marker is not None:
+            dps_rows += [{"family": fam, **r, "ci": (r["ci_low"], r["ci_high"]) if "ci_low" in r else r["ci"]}
+                         for r in marker[marker.outcome == "marker_rate"].to_dict("records")]
+    tables.write_tables(dps_rows, [("family", "family"), ("name", "generation"), ("baseline", "vs"),
+                                   ("mean_a", "marker rate"), ("mean_b", "baseline marker rate"),
+                                   ("mean_diff", "difference"), ("ci", "interval"), ("p_holm", "p (Holm)")],
+                        run.root, "dps_marker_by_family", note="planted users; Holm within each family's table")
+
+    overlap = []
+    if rankings:
+        head_families = next(iter(rankings.values())).families
+        k = max(next(iter(rankings.values())).sets[head_families[0]])
+        for hf in head_families:
+            for a, b in itertools.combinations(sorted(rankings), 2):
+                top_a, top_b = rankings[a].top(hf, k), rankings[b].top(hf, k)
+                overlap.append({"head_family": hf, "k": k, "planted_a": a, "planted_b": b,
+                                "jaccard": jaccard(top_a, top_b), "shared": str(top_a & top_b) or "none"})
+            shared = [rankings[f].top(hf, k) for f in ABSTRACT if f in rankings]
+            if len(shared) > 1:
+                common = set(shared[0].heads).intersection(*(s.heads for s in shared[1:]))
+                overlap.append({"head_family": hf, "k": k, "planted_a": "+".join(f for f in ABSTRACT if f in rankings),
+                                "planted_b": "(all abstract)", "jaccard": float("nan"),
+                                "shared": ", ".join(sorted(str(h) for h in common)) or "none"})
+    tables.write_tables(overlap, [("head_family", "head family"), ("k", "k"), ("planted_a", "planted family"),
+                                  ("planted_b", "vs"), ("jaccard", "Jaccard"), ("shared", "heads shared")],
+                        run.root, "overlap_across_families")
+    run.manifest(seed=cfg.seed, model=cfg.model, data=f"planted:{cfg.data}", extra={
+        "runs": {f: {s: str(p) for s, p in folders.items()} for f, folders in runs.items()}})
+    return run
+
+
+if __name__ == "__main__":
+    main()
