@@ -5,7 +5,8 @@
 Reads, for each planted family, the runs of ``--data planted:<data>:<family>`` (the signal, ranking, ablation and
 DPS studies with the same preset and design; run them first) and writes ``results/<model>/planted-<data>/known_answer``:
 
-- ``signal_by_family``: the planted users' and the control users' gains (whole text and marker tokens), evaluation;
+- ``signal_by_family``: the planted users' and the control users' gains (whole text and marker tokens), evaluation
+  (from the signal run, else from the ablation run, which measures the same signal first);
 - ``gain_removed_by_family``: on planted users, the specific gain each family's top-k removes (``specific_gain_lost``)
   with its interval, its share of the planted specific gain, and its place in the layer-matched null;
 - ``dps_marker_by_family``: DPS against each baseline on the planted users' marker rate;
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> Run:
     runs = {f: {s: base / slug(cfg.family_data(f)) / StudyConfig.folder(cfg, s)
                 for s in ("signal", "pcs_ranking", "ablation_comparison", "dps_decoding")} for f in cfg.planted}
     for fam, folders in runs.items():
-        absent = [s for s, p in folders.items() if not (p / "manifest.json").exists()]
+        absent = [s for s, p in folders.items() if s != "signal" and not (p / "manifest.json").exists()]
         if absent:
             log.warning("planted %s: no finished %s run (%s): left out of those tables", fam, ", ".join(absent),
                         folders[absent[0]])
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> Run:
 
     signal_rows = []
     for fam, folders in runs.items():
-        sig = _read(folders["signal"] / "signal.csv")
+        sig = next((t for t in (_read(folders[s] / "signal.csv") for s in ("signal", "ablation_comparison"))
+                    if t is not None), None)  # every study measures the signal first; the signal study is optional
         if sig is not None and "group" in sig:
             part = sig[(sig.split == "evaluation") & sig.group.isin(["planted", "control"]) & sig.gain.isin(GAINS)]
             signal_rows += [{"family": fam, **r} for r in part.to_dict("records")]
