@@ -3,6 +3,11 @@
 Every study writes to ``results/<model>/<data>/<study>/``. Files are written to a temporary name and renamed, so a
 killed run never leaves a half-written table. Per-unit work (an example, a head set) is appended to a JSONL
 checkpoint as soon as it finishes; a rerun with the same configuration skips what is there.
+
+Test hook (``tests/test_crash_resume.py``), inert unless the variable is set: ``HARNESS_CRASH_AT=<glob>:<n>:<phase>``
+SIGKILLs the process at the ``n``-th durable write (``atomic_write`` or a checkpoint append) to a file whose name
+matches ``<glob>``: ``torn`` halfway through its bytes, ``unrenamed`` when ``atomic_write``'s temporary is complete but
+not yet renamed (for a checkpoint append: the line is complete), ``done`` once the write is complete.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -39,19 +46,19 @@ def slug(text: str) -> str:
 def atomic_write(path: Path, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and ``os.replace``.
 
-    Whatever fails (the write, the fsync, the rename, a kill), ``path`` holds either its old or its new content, and
-    the temporary file is removed. The new file keeps the old one's permissions (0o644 when there was none).
+    Whatever fails (the write, the fsync, the rename, a kill), ``path`` holds either its old or its new content; the
+    temporary (``.<name>.<random>.tmp``) is removed, except after a kill, which leaves it for ``Run.open`` to remove.
+    The new file keeps the old one's permissions (0o644 when there was none).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)  # mkstemp creates 0o600
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
+            _durable_write(f, data.encode() if isinstance(data, str) else data, path.name)
+        _crash_point("unrenamed")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -62,7 +69,45 @@ def atomic_write(path: Path, data: str | bytes) -> Path:
             os.fsync(folder)
         finally:
             os.close(folder)
+    _crash_point("done")
     return path
+
+
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporaries: ``.<name>.<random>.tmp``
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries a killed ``atomic_write`` left below ``folder`` (never a finished file)."""
+    stale = sorted(Path(folder).rglob(f".*{TEMP_SUFFIX}"))
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
+CRASH_ENV = "HARNESS_CRASH_AT"  # the test hook of the module docstring
+_crash = {"writes": 0, "armed": False}  # durable writes that matched the hook's glob, and whether the n-th is running
+
+
+def _durable_write(f: Any, data: bytes, name: str) -> None:
+    """``f.write(data)``, flush and fsync: the write every file of a run goes through (and the test hook's counter)."""
+    spec = os.environ.get(CRASH_ENV)
+    if spec:
+        glob, n, _ = spec.rsplit(":", 2)
+        _crash["writes"] += fnmatch(name, glob)
+        _crash["armed"] = fnmatch(name, glob) and _crash["writes"] == int(n)
+        if _crash["armed"] and spec.endswith(":torn"):
+            data = data[: len(data) // 2]
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+    _crash_point("torn")
+
+
+def _crash_point(*phases: str) -> None:
+    """SIGKILL this process when the test hook's write is the one running and ``phases`` holds its phase."""
+    if _crash["armed"] and os.environ.get(CRASH_ENV, "").rsplit(":", 1)[-1] in phases:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -154,8 +199,9 @@ class Run:
         if fresh and root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(root)  # a run killed inside atomic_write leaves its temporary
         config = json.loads(json.dumps(config, default=_jsonable))
-        run = cls(root, config, command=command)
+        run = cls(root, config, command=_named_main(command))
         previous = root / "config.json"
         if previous.exists():
             old = json.loads(previous.read_text())
@@ -253,6 +299,14 @@ def command_line() -> str:
     return " ".join(["python -m", _module_name(), *args])
 
 
+def _named_main(command: str) -> str:
+    """``command`` with ``python -m __main__`` named: a study config's class lives in ``__main__`` when the study runs
+    as ``python -m studies.<name>``, and a manifest must record the command that reproduces it."""
+    main = "python -m __main__"
+    return f"python -m {_module_name()}{command[len(main):]}" if command.startswith(main + " ") or command == main \
+        else command
+
+
 def _module_name() -> str:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -305,10 +359,9 @@ class Checkpoint:
     def add(self, key: str, **values: Any) -> dict:
         rec = {"key": key, **json.loads(json.dumps(values, default=_jsonable))}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with open(self.path, "ab") as f:
+            _durable_write(f, (json.dumps(rec) + "\n").encode(), self.path.name)
+        _crash_point("unrenamed", "done")  # an append has no rename: its line is complete
         self.records[key] = rec
         return rec
 

@@ -1,13 +1,18 @@
 """Crash safety of harness.runs: JSONL checkpoints recover a torn tail and refuse corruption; atomic_write never
-leaves a half-written file or a temporary behind, whichever step fails."""
+leaves a half-written file or a temporary behind, whichever step fails; a real SIGKILL at each step of a write (the
+HARNESS_CRASH_AT hook) leaves the old or the new file; Run.open refuses another configuration, and --fresh (``fresh=``)
+starts over. The studies killed and resumed end to end: tests/test_crash_resume.py."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from harness import runs
-from harness.runs import Checkpoint, CorruptCheckpoint, atomic_write
+from harness.runs import Checkpoint, CorruptCheckpoint, Run, atomic_write, remove_stale_temporaries
 
 
 def _lines(*records: dict) -> str:
@@ -183,3 +188,97 @@ def test_success_replaces_the_content_and_keeps_the_permissions(tmp_path):
 def test_a_new_file_is_world_readable_not_mkstemps_private_mode(tmp_path):
     path = atomic_write(tmp_path / "new.json", b"{}")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("step", ["mkstemp", "fchmod"])
+def test_failure_before_any_byte_is_written_keeps_the_old_file(tmp_path, monkeypatch, step):
+    path = tmp_path / "table.csv"
+    path.write_text("old\n")
+    monkeypatch.setattr(runs.tempfile if step == "mkstemp" else runs.os, step, _fail)
+    with pytest.raises(Injected):
+        atomic_write(path, "new\n")
+    assert path.read_text() == "old\n" and _leftovers(tmp_path) == []
+
+
+# -- real kills (the HARNESS_CRASH_AT hook, in a subprocess that imports only harness.runs) ------------------------
+
+
+def _killed(tmp_path, code: str, crash_at: str) -> int:
+    """Run ``code`` (with ``from harness.runs import *`` and ``folder``) under the hook; its return code."""
+    env = {**os.environ, runs.CRASH_ENV: crash_at, "PYTHONPATH": str(runs.REPO)}
+    script = f"from pathlib import Path\nfrom harness.runs import *\nfolder = Path({str(tmp_path)!r})\n{code}"
+    return subprocess.run([sys.executable, "-c", script], env=env, timeout=60).returncode
+
+
+@pytest.mark.parametrize("phase, survives", [("torn", "old"), ("unrenamed", "old"), ("done", "new")])
+def test_kill_inside_atomic_write_leaves_the_old_or_the_new_file(tmp_path, phase, survives):
+    (tmp_path / "table.csv").write_text("old\n")
+    code = "atomic_write(folder / 'other.csv', 'x\\n')\natomic_write(folder / 'table.csv', 'new\\n' * 1000)"
+    assert _killed(tmp_path, code, f"table.csv:1:{phase}") == -signal.SIGKILL
+    assert (tmp_path / "table.csv").read_text() == {"old": "old\n", "new": "new\n" * 1000}[survives]
+    assert (tmp_path / "other.csv").read_text() == "x\n"  # the glob counts only the files it names
+    temporaries = _leftovers(tmp_path)
+    assert len(temporaries) == (phase != "done")  # a kill skips the cleanup: Run.open removes what is left
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == temporaries and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("phase, kept", [("torn", ["a"]), ("done", ["a", "b"])])
+def test_kill_inside_a_checkpoint_append_loses_at_most_that_line(tmp_path, phase, kept):
+    code = "ck = Checkpoint(folder / 'units.jsonl')\n" + "".join(f"ck.add({k!r}, loss=1.0)\n" for k in "abc")
+    assert _killed(tmp_path, code, f"*.jsonl:2:{phase}") == -signal.SIGKILL
+    text = (tmp_path / "units.jsonl").read_text()
+    assert text.endswith("\n") == (phase == "done")  # torn: half of b's line, no newline
+    assert sorted(Checkpoint(tmp_path / "units.jsonl").records) == kept
+
+
+def test_crash_hook_is_inert_when_unset(tmp_path, monkeypatch):
+    monkeypatch.delenv(runs.CRASH_ENV, raising=False)
+    Checkpoint(tmp_path / "units.jsonl").add("a", v=1)
+    assert atomic_write(tmp_path / "t.csv", "x\n").read_text() == "x\n"
+    assert len(Checkpoint(tmp_path / "units.jsonl")) == 1
+
+
+# -- Run: a stale folder, another configuration, --fresh ----------------------------------------------------------
+
+
+def _open(tmp_path, config: dict, **kwargs) -> Run:
+    return Run.open(tmp_path, "tiny", "toy", "seed0/study", {"study": "study", **config}, **kwargs)
+
+
+def test_run_open_removes_temporaries_a_killed_write_left(tmp_path):
+    run = _open(tmp_path, {"n": 1})
+    stale = [run.root / ".table.csv.abc123.tmp", run.root / "checkpoints" / ".losses.x.jsonl.def456.tmp"]
+    for p in stale:
+        p.parent.mkdir(exist_ok=True)
+        p.write_text("half")
+    (run.root / "table.csv").write_text("kept\n")
+    _open(tmp_path, {"n": 1})
+    assert not any(p.exists() for p in stale) and (run.root / "table.csv").read_text() == "kept\n"
+
+
+def test_another_configuration_is_refused_without_fresh(tmp_path):
+    run = _open(tmp_path, {"n": 1, "seed": 0})
+    run.checkpoint("losses").add("ex1", loss=1.0)
+    with pytest.raises(RuntimeError, match=r"another configuration; changed: n: 1 -> 2.*--fresh"):
+        _open(tmp_path, {"n": 2, "seed": 0})
+    assert len(_open(tmp_path, {"n": 1, "seed": 0}).checkpoint("losses")) == 1  # the same config resumes
+
+
+def test_fresh_discards_the_old_run_and_starts_empty(tmp_path):
+    run = _open(tmp_path, {"n": 1})
+    run.checkpoint("losses").add("ex1", loss=1.0)
+    (run.root / "table.csv").write_text("old\n")
+    run.manifest(seed=0, model="tiny", data="toy")
+    fresh = _open(tmp_path, {"n": 2}, fresh=True)
+    assert sorted(p.name for p in fresh.root.iterdir()) == ["config.json"]
+    assert json.loads((fresh.root / "config.json").read_text())["n"] == 2
+    assert len(fresh.checkpoint("losses")) == 0 and fresh.rows_computed() == 0
+    fresh.checkpoint("losses").add("ex1", loss=2.0)
+    provenance = json.loads(fresh.manifest(seed=0, model="tiny", data="toy").read_text())["provenance"]
+    assert len(provenance) == 1 and provenance[0]["rows_computed"] == 1  # the old run's provenance went with it
+
+
+def test_fresh_with_the_same_configuration_recomputes_everything(tmp_path):
+    run = _open(tmp_path, {"n": 1})
+    run.checkpoint("losses").add("ex1", loss=1.0)
+    assert len(_open(tmp_path, {"n": 1}, fresh=True).checkpoint("losses")) == 0

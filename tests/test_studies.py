@@ -1,6 +1,7 @@
 """The studies end to end on a tiny random model: every output is written, reruns resume, stale results are refused."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from harness import config as config_module
 from harness import ranking as ranking_module
+from harness import summary, tables
 from harness.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
 
@@ -204,3 +206,35 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
     with pytest.raises(SystemExit, match="no finished run"):
         seeds.main(args + ["--seeds", "0", "7"])
+
+
+def test_every_study_ends_with_a_summary_read_from_its_files(finished, capsys):
+    results, pcs, abl, dps, args = finished
+    text = (results / "summary.md").read_text()
+    assert text == summary.write(results).read_text()  # rebuilt from the files alone: the same after a resume
+    best = json.loads((dps.root / "manifest.json").read_text())["best_baseline"]
+    for expected in ["**Signal** (`pcs_ranking/signal.csv`", "- evaluation (3 users): gain_own",
+                     "by ablating `specific_pcs@2`", "| layer-matched random@2 (mean) |",
+                     "Each family's percentile in its own layer-matched random null", "Damage-matched",
+                     f"**DPS vs the best baseline** `{best}`", "| dps-specific_pcs ", "| decore "]:
+        assert expected in text, expected
+    seed0 = str(pcs.root.parent.relative_to(results))  # other tests add seed1/
+    listed = re.findall(rf"^- `({seed0}/.+?)/`", text, flags=re.M)
+    assert listed == [str(r.root.relative_to(results)) for r in (pcs, abl, dps)]
+    assert all((results / folder).is_dir() for folder in listed)
+    comparison = pd.read_csv(abl.root / "comparison_specific_gain_lost.csv")
+    row = next(line for line in text.splitlines() if line.startswith("| induction@2 "))
+    assert tables.format_number(comparison.set_index("baseline").p_holm["induction@2"], p_value=True) in row
+    pcs_ranking.main(args + RANK)  # a study prints its model and data's section when it ends
+    assert "## " in capsys.readouterr().out
+
+
+def test_pipeline_prints_the_summary_once_at_its_end(tiny_model_dir, tmp_path, capsys):
+    from studies import pipeline
+
+    pipeline.main(["--model", tiny_model_dir, "--results", str(tmp_path), "--stages", "pcs", "--no-paper", "--",
+                   "--n", "6", "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--k-heads", "2",
+                   "--n-boot", "50", "--n-perm", "50"])
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^## ", out, flags=re.M)) == 1 and "**Signal**" in out  # the stages' own were muted
+    assert f"written to {tmp_path / 'summary.md'}" in out and (tmp_path / "summary.md").exists()
