@@ -100,6 +100,9 @@ class StudyConfig:
     results: str = option("results", "results folder", runtime=True)
     fresh: bool = option(False, "discard a previous run's checkpoints in the folder", runtime=True)
     verbose: bool = option(False, "show third-party messages and per-step detail", runtime=True)
+    plan: bool = option(False, "print the work the run would do (examples, prompt variants, head sets, forwards, "
+                               "backwards, tokens, remote requests, time estimate) and exit: sends, loads onto NDIF "
+                               "and writes nothing", runtime=True)
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -167,11 +170,11 @@ class StudyConfig:
             raise ConfigError(f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")
         if "own" not in self.conditions:
             raise ConfigError(f"--conditions must include own (the user's profile), got {self.conditions}")
+        if self.min_new_tokens < 0:
+            raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
         if not self.k_heads or min(self.k_heads) < 1:
             raise ConfigError(f"--k-heads must be positive head-set sizes, got {self.k_heads}")
 
-        if self.min_new_tokens < 0:
-            raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
     # ---- what determines the numbers -----------------------------------------------------------------------------
     def numbers_config(self) -> dict[str, Any]:
         """Every field that can change a number (all but runtime-only ones), plus the study's name."""
@@ -203,7 +206,10 @@ class StudyConfig:
         """The command that reproduces this config: ``python -m <study module> <flags>``, repository paths relative."""
         from .runs import relative_path
 
-        return " ".join(["python -m", type(self).__module__, *[relative_path(a) for a in self.argv]])
+        module = sys.modules.get(type(self).__module__)  # under ``python -m studies.x`` the module is ``__main__``
+        spec = getattr(module, "__spec__", None)
+        name = spec.name if spec is not None and spec.name else type(self).__module__
+        return " ".join(["python -m", name, *[relative_path(a) for a in self.argv]])
 
 
 def config_hash(numbers: dict[str, Any]) -> str:

@@ -403,6 +403,9 @@ def plot_delta_logits(report: list[TokenDelta], path: str, *, title: str = "DPS:
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="Δ (full − masked)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from pathlib import Path
+
+    from .runs import save_figure
+
+    save_figure(Path(path), fig)  # atomic: a run killed here leaves the old picture or the new one, never half
     return path

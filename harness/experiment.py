@@ -135,6 +135,11 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     configure_logging(cfg.verbose)  # the harness's own lines; third-party chatter only with --verbose
+    if cfg.plan:  # before the key check, the run folder and any remote work: a plan spends and writes nothing
+        from .plan import print_plan
+
+        print_plan(cfg)
+        raise SystemExit(0)
     checked_remote(cfg)  # a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
@@ -193,10 +198,14 @@ def mean_reference(setup: Setup, run: Run, cfg: StudyConfig) -> Reference:
 
 
 def finish(run: Run, setup: Setup, cfg: StudyConfig, **extra: Any) -> Run:
-    """Write the manifest (data hash, split, config, signal, provenance) and return the run."""
+    """Write the manifest (data hash, split, config, signal, provenance), then rewrite and print the results' summary
+    (``harness.summary``: ``<results>/summary.md``, read from the files written), and return the run."""
+    from .summary import report
+
     run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, split=setup.split.manifest(),
                  examples=setup.examples, extra={"signal": setup.signal, "signal_note": run.note,
                                                  "prompt_tokens": setup.prompt_tokens(), **extra})
+    report(cfg.results, cfg.model, cfg.data)
     return run
 
 

@@ -156,6 +156,7 @@ STUDY_WORK: dict[str, tuple[str, ...]] = {
     "ablation_comparison": START + ("ablation_sets", "ablated_generations"),
     "dps_decoding": START + ("style_vectors", "generations", "delta_logits"),
     "seeds_summary": (),  # reads finished runs
+    "known_answer": (),  # reads finished runs
 }
 
 

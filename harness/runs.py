@@ -201,7 +201,7 @@ class Run:
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(root)  # a run killed inside atomic_write leaves its temporary
         config = json.loads(json.dumps(config, default=_jsonable))
-        run = cls(root, config, command=_named_main(command))
+        run = cls(root, config, command=command)
         previous = root / "config.json"
         if previous.exists():
             old = json.loads(previous.read_text())
@@ -297,14 +297,6 @@ def command_line() -> str:
     """The command that is running, as ``python -m <module> <args>`` with repository paths made relative."""
     args = [relative_path(a) for a in sys.argv[1:]]
     return " ".join(["python -m", _module_name(), *args])
-
-
-def _named_main(command: str) -> str:
-    """``command`` with ``python -m __main__`` named: a study config's class lives in ``__main__`` when the study runs
-    as ``python -m studies.<name>``, and a manifest must record the command that reproduces it."""
-    main = "python -m __main__"
-    return f"python -m {_module_name()}{command[len(main):]}" if command.startswith(main + " ") or command == main \
-        else command
 
 
 def _module_name() -> str:

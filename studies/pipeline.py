@@ -13,12 +13,16 @@ import argparse
 import logging
 import time
 
+from harness import summary
 from harness.config import PRESETS
 from harness.logs import configure as configure_logging
+from harness.plan import print_plan
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
 
 log = logging.getLogger("harness")
 STAGES = {"pcs": pcs_ranking.main, "ablation": ablation_comparison.main, "dps": dps_decoding.main}
+CONFIGS = {"pcs": pcs_ranking.RankingConfig, "ablation": ablation_comparison.AblationConfig,
+           "dps": dps_decoding.DPSConfig}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="split seeds: each repeats split -> ranking -> evaluation; with several, studies.seeds "
                          "summarizes the overlap across seeds and the pooled estimate")
     ap.add_argument("--no-paper", action="store_true", help="skip regenerating paper/generated/")
+    ap.add_argument("--plan", action="store_true", help="print every stage's work (requests, forwards, tokens, time "
+                                                        "estimate) and exit: runs and writes nothing")
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then flags passed to every stage")
     args = ap.parse_args(argv)
     configure_logging(verbose="--verbose" in args.rest)
@@ -48,21 +54,31 @@ def main(argv: list[str] | None = None) -> None:
                                                       else ["mean/target", "zero/all"])]
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"--seeds has duplicates: {args.seeds}")
-    for data in args.data:
-        for seed in args.seeds:
-            for i, (mode, positions) in enumerate(designs):
-                for stage in [s for s in ["pcs", "ablation", "dps"] if s in args.stages and (s != "dps" or i == 0)]:
-                    log.info("== %s on %s, seed %d (%s preset, %s ablation at %s positions) ==", stage, data, seed,
-                             args.preset, mode, positions)
-                    STAGES[stage](["--preset", args.preset, "--model", args.model, "--data", data, "--results",
-                                   results, "--seed", str(seed), "--mode", mode, "--positions", positions, *extra])
-        if len(args.seeds) > 1 and {"pcs", "ablation"} <= set(args.stages):
-            for mode, positions in designs:
-                seeds.main(["--preset", args.preset, "--model", args.model, "--data", data, "--results", results,
-                            "--seeds", *map(str, args.seeds), "--mode", mode, "--positions", positions, *extra])
-    if not args.no_paper:
-        paper_tables.main(["--results", results] + (["--out", f"{results}/paper-generated"]
-                                                    if results != "results" else []))
+
+    def stage_argv(data: str, seed: int, mode: str, positions: str) -> list[str]:
+        return ["--preset", args.preset, "--model", args.model, "--data", data, "--results", results, "--seed",
+                str(seed), "--mode", mode, "--positions", positions, *extra]
+    if args.plan or "--plan" in extra:  # every stage's config, counted together (one draw, one calibration)
+        return print_plan(*[CONFIGS[stage].from_argv(stage_argv(data, seed, mode, positions))
+                            for data in args.data for seed in args.seeds for i, (mode, positions) in enumerate(designs)
+                            for stage in ["pcs", "ablation", "dps"]
+                            if stage in args.stages and (stage != "dps" or i == 0)])
+    with summary.muted():  # each stage rewrites summary.md; the pipeline prints it once, at the end
+        for data in args.data:
+            for seed in args.seeds:
+                for i, (mode, positions) in enumerate(designs):
+                    for stage in [s for s in ["pcs", "ablation", "dps"] if s in args.stages and (s != "dps" or i == 0)]:
+                        log.info("== %s on %s, seed %d (%s preset, %s ablation at %s positions) ==", stage, data, seed,
+                                 args.preset, mode, positions)
+                        STAGES[stage](stage_argv(data, seed, mode, positions))
+            if len(args.seeds) > 1 and {"pcs", "ablation"} <= set(args.stages):
+                for mode, positions in designs:
+                    seeds.main(["--preset", args.preset, "--model", args.model, "--data", data, "--results", results,
+                                "--seeds", *map(str, args.seeds), "--mode", mode, "--positions", positions, *extra])
+        if not args.no_paper:
+            paper_tables.main(["--results", results] + (["--out", f"{results}/paper-generated"]
+                                                        if results != "results" else []))
+    summary.report(results, args.model, args.data)
     log.info("pipeline finished in %.1f min; results in %s/", (time.time() - t0) / 60, results)
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import outcomes, tables
+from harness import outcomes, summary, tables
 from harness.config import ConfigError, StudyConfig, option
 from harness.logs import configure as configure_logging
+from harness.plan import print_plan
 from harness.ranking import Ranking, jaccard
 from harness.runs import Run, slug
 
@@ -46,6 +47,9 @@ class SeedsConfig(StudyConfig):
 def main(argv: list[str] | None = None) -> Run:
     cfg = SeedsConfig.from_argv(argv)
     configure_logging(cfg.verbose)
+    if cfg.plan:
+        print_plan(cfg)
+        raise SystemExit(0)
     base = Path(cfg.results) / slug(cfg.model) / slug(cfg.data)
     per_seed = {s: dataclasses.replace(cfg, seed=s) for s in cfg.seeds}
     folders = {s: (base / StudyConfig.folder(c, "pcs_ranking"), base / StudyConfig.folder(c, "ablation_comparison"))
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> Run:
     run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, extra={
         "seed_runs": {str(s): [str(p) for p in pair] for s, pair in folders.items()},
         "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique())})
+    summary.report(cfg.results, cfg.model, cfg.data)
     return run
 
 

@@ -167,3 +167,15 @@ def test_remote_without_a_key_fails_before_anything_is_written(tmp_path, monkeyp
     with pytest.raises(RemoteSetupError, match="NDIF_API_KEY"):
         pcs_ranking.main(["--remote", "http://127.0.0.1:9", "--results", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def test_a_study_run_with_dash_m_records_its_module_not_main(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "studies.known_answer", "--model", "tiny", "--data", "conventions2012",
+                    "--planted", "case", "--results", str(tmp_path)], cwd=repo, check=True, capture_output=True)
+    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    assert manifest["provenance"][-1]["command"].startswith("python -m studies.known_answer --model tiny")
