@@ -8,7 +8,9 @@ DPS studies with the same preset and design; run them first) and writes ``result
 - ``signal_by_family``: the planted users' and the control users' gains (whole text and marker tokens), evaluation
   (from the signal run, else from the ablation run, which measures the same signal first);
 - ``gain_removed_by_family``: on planted users, the specific gain each family's top-k removes (``specific_gain_lost``)
-  with its interval, its share of the planted specific gain, and its place in the layer-matched null;
+  and the profile gain it removes (``gain_lost``: for ``case``, whose donors mostly write lowercase too, the planted
+  signal is the profile gain), each with its interval, its share of the planted gain and its place in the
+  layer-matched null;
 - ``dps_marker_by_family``: DPS against each baseline on the planted users' marker rate;
 - ``overlap_across_families``: for each head family, the top-k Jaccard between planted families, and the heads that
   every abstract family (lexicon, spelling, case) shares.
@@ -99,18 +101,20 @@ def main(argv: list[str] | None = None) -> Run:
         planted = set(losses[losses.group == "planted"].example_id)
         mine = frame[frame.example_id.isin(planted)]
         gain = losses[losses.example_id.isin(planted) & (losses.split == "evaluation")]
-        specific = float((gain.loss_other - gain.loss_own).mean())
+        clean = {"specific_gain_lost": float((gain.loss_other - gain.loss_own).mean()),  # the gain each outcome
+                 "gain_lost": float((gain.loss_none - gain.loss_own).mean())}  # is a share of
         kmax = max(k for k in rankings[fam].sets[rankings[fam].families[0]])
-        for row in outcomes.set_summary(mine, "specific_gain_lost", kmax, rankings[fam].families, **stat):
-            removed.append({"family": fam, **row, "planted_specific_gain": specific,
-                            "share": row["mean"] / specific if specific else float("nan")})
-    tables.write_tables(removed, [("family", "family"), ("set", "head set"), ("mean", "specific gain lost"),
-                                  ("ci", "interval"), ("share", "share of planted specific gain"),
-                                  ("planted_specific_gain", "planted specific gain"), ("p_wilcoxon", "p (vs 0)"),
-                                  ("mde", "MDE"), ("null_percentile", "null pct."), ("p_null", "p (null)"),
+        for outcome, total in clean.items():
+            for row in outcomes.set_summary(mine, outcome, kmax, rankings[fam].families, **stat):
+                removed.append({"family": fam, **row, "planted_gain": total,
+                                "share": row["mean"] / total if total else float("nan")})
+    tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
+                                  ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"),
+                                  ("planted_gain", "planted gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
+                                  ("null_percentile", "null pct."), ("p_null", "p (null)"),
                                   ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
-                        note="planted users' evaluation examples; share = specific gain lost / the planted users' "
-                             "clean specific gain")
+                        note="planted users' evaluation examples; specific_gain_lost is a share of the planted users' "
+                             "clean specific gain (other − own), gain_lost of their profile gain (none − own)")
 
     dps_rows = []
     for fam, folders in runs.items():

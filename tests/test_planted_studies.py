@@ -59,9 +59,10 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
     # the share is the mean gain lost over the planted users' clean specific gain, from the same run's losses
     losses = pd.read_csv(runs["case"]["ablation"].path("signal_losses.csv"))
     planted = losses[(losses.group == "planted") & (losses.split == "evaluation")]
-    row = removed[(removed.family == "case") & (removed["set"] == "specific_pcs")].iloc[0]
-    assert row.planted_specific_gain == pytest.approx((planted.loss_other - planted.loss_own).mean())
-    assert row.share == pytest.approx(row["mean"] / row.planted_specific_gain)
+    case = removed[(removed.family == "case") & (removed["set"] == "specific_pcs")].set_index("outcome")
+    assert case.planted_gain["specific_gain_lost"] == pytest.approx((planted.loss_other - planted.loss_own).mean())
+    assert case.planted_gain["gain_lost"] == pytest.approx((planted.loss_none - planted.loss_own).mean())
+    assert case.share["gain_lost"] == pytest.approx(case["mean"]["gain_lost"] / case.planted_gain["gain_lost"])
     assert set(pd.read_csv(run.path("dps_marker_by_family.csv")).family) == {"case"}
     overlap = pd.read_csv(run.path("overlap_across_families.csv"))
     assert {("case", "lexicon")} <= set(zip(overlap.planted_a, overlap.planted_b))
