@@ -156,15 +156,19 @@ def render(records: Sequence[dict], columns: Sequence[tuple[str, str]], fmt: str
 
 def write_tables(
     records: Sequence[dict], columns: Sequence[tuple[str, str]], out_dir: str | os.PathLike, stem: str, *,
-    note: str = "",
+    note: str = "", caption: str = "",
 ) -> dict[str, Path]:
     """Write out_dir/stem.md, .tex and .csv of one table; returns {'md': path, 'tex': path, 'csv': path}.
 
-    ``note`` (e.g. "no measured user-specific signal") heads the Markdown and LaTeX versions in bold.
+    ``note`` (a warning, e.g. "no measured user-specific signal") heads the Markdown and LaTeX versions in bold;
+    ``caption`` (what the rows are) heads them in plain text, below the warning.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = {fmt: render(records, columns, fmt) for fmt in ("md", "tex", "csv")}  # render all before writing
+    if caption:
+        texts["md"] = f"{caption}.\n\n" + texts["md"]
+        texts["tex"] = f"{escape_latex(caption)}.\\\\[2pt]\n" + texts["tex"]
     if note:
         texts["md"] = f"> **Warning: {note}.**\n\n" + texts["md"]
         texts["tex"] = f"\\textbf{{Warning: {escape_latex(note)}.}}\\\\[2pt]\n" + texts["tex"]

@@ -87,7 +87,7 @@ def marker_tables(df: pd.DataFrame, run: Run, dps: str, baselines: list[str], or
                                                ["marker_rate"], order=order, **stat)]
     tables.write_tables(rates, [("group", "users"), ("generation", "generation"), ("marker_rate", "marker rate"),
                                 ("marker_rate_ci", "interval"), ("interval", "interval is")], run.root,
-                        "marker_rate_by_method", note="share of each text's opportunities that follow the user's rule "
+                        "marker_rate_by_method", caption="share of each text's opportunities that follow the user's rule "
                         "(controls: a rule they were not given); texts without an opportunity are left out")
     planted = df[df.group == "planted"]
     complete = planted.groupby("example_id").marker_rate.apply(lambda r: r.notna().sum())
@@ -100,8 +100,8 @@ def marker_tables(df: pd.DataFrame, run: Run, dps: str, baselines: list[str], or
                                                                                   missing="drop")),
                         [("name", "generation"), ("baseline", "vs"), ("outcome", "metric")]
                         + outcomes.COMPARISON_COLUMNS[2:-1], run.root, "dps_marker_rate",
-                        note="planted users; an example whose DPS or baseline text has no opportunity for the rule "
-                             "is left out of that marker-rate pair" + (f"; {run.note}" if run.note else ""))
+                        note=run.note, caption="planted users; an example whose DPS or baseline text has no "
+                        "opportunity for the rule is left out of that marker-rate pair")
 
 
 def main(argv: list[str] | None = None) -> Run:

@@ -20,8 +20,8 @@ A family whose run is missing is named in the log and left out, never filled in.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,13 @@ class KnownAnswerConfig(StudyConfig):
 
 
 def _read(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
+    """A result CSV (None if the run did not write it), its intervals read back as pairs."""
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if "ci" in frame:
+        frame["ci"] = [tuple(json.loads(v)) if isinstance(v, str) else v for v in frame.ci]
+    return frame
 
 
 def main(argv: list[str] | None = None) -> Run:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> Run:
             signal_rows += [{"family": fam, **r} for r in part.to_dict("records")]
     tables.write_tables(signal_rows, [("family", "family"), ("group", "users"), ("gain", "gain"), ("mean", "mean"),
                                       ("ci", "interval"), ("n_examples", "examples"), ("n_users", "users")],
-                        run.root, "signal_by_family", note="evaluation split; marker_*: NLL of the tokens the rule "
+                        run.root, "signal_by_family", caption="evaluation split; marker_*: NLL of the tokens the rule "
                         "changed (controls: would change)")
 
     removed, rankings = [], {}
@@ -113,19 +119,18 @@ def main(argv: list[str] | None = None) -> Run:
                                   ("planted_gain", "planted gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
                                   ("null_percentile", "null pct."), ("p_null", "p (null)"),
                                   ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
-                        note="planted users' evaluation examples; specific_gain_lost is a share of the planted users' "
+                        caption="planted users' evaluation examples; specific_gain_lost is a share of the planted users' "
                              "clean specific gain (other − own), gain_lost of their profile gain (none − own)")
 
     dps_rows = []
     for fam, folders in runs.items():
         marker = _read(folders["dps_decoding"] / "dps_marker_rate.csv")
         if marker is not None:
-            dps_rows += [{"family": fam, **r, "ci": (r["ci_low"], r["ci_high"]) if "ci_low" in r else r["ci"]}
-                         for r in marker[marker.outcome == "marker_rate"].to_dict("records")]
+            dps_rows += [{"family": fam, **r} for r in marker[marker.outcome == "marker_rate"].to_dict("records")]
     tables.write_tables(dps_rows, [("family", "family"), ("name", "generation"), ("baseline", "vs"),
                                    ("mean_a", "marker rate"), ("mean_b", "baseline marker rate"),
                                    ("mean_diff", "difference"), ("ci", "interval"), ("p_holm", "p (Holm)")],
-                        run.root, "dps_marker_by_family", note="planted users; Holm within each family's table")
+                        run.root, "dps_marker_by_family", caption="planted users; Holm within each family's table")
 
     overlap = []
     if rankings:

@@ -95,3 +95,11 @@ def test_write_tables_leaves_old_tables_when_rendering_fails(tmp_path):
         write_tables([{"name": "broken"}], COLUMNS, tmp_path, "t")
     assert {fmt: p.read_text() for fmt, p in paths.items()} == before
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_caption_heads_the_table_in_plain_text_below_any_warning(tmp_path):
+    paths = write_tables([{"a": 1.0}], [("a", "A")], tmp_path, "t", note="no signal", caption="what rows are")
+    md = paths["md"].read_text()
+    assert md.startswith("> **Warning: no signal.**\n\nwhat rows are.\n\n| A |")
+    assert "Warning" not in write_tables([{"a": 1.0}], [("a", "A")], tmp_path, "u", caption="x")["md"].read_text()
+    assert paths["csv"].read_text() == "a\n1.0\n"  # the CSV stays data only
