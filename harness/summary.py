@@ -124,13 +124,19 @@ def _signal_block(seed_dir: Path) -> list[str]:
         return []
     sig = pd.read_csv(source)
     lines = [f"**Signal** (`{source.parent.name}/signal.csv`; gain = loss without − with the profile):", ""]
+    groups = ["all", "planted"] if "group" in sig else [None]  # a planted corpus: all users, then the planted ones
     for split in ("evaluation", "discovery"):
-        part = sig[sig.split == split]
-        if part.empty:
-            continue
-        gains = [f"{r.gain} {_num(r['mean'])} {_interval(r.ci, r.interval)}" for _, r in part.iterrows()
-                 if r.gain in ("gain_own", "gain_specific")]
-        lines.append(f"- {split} ({int(part.n_users.iloc[0])} users): " + "; ".join(gains))
+        for group in groups:
+            part = sig[(sig.split == split) & ((sig.group == group) if group else True)]
+            if part.empty:
+                continue
+            shown = ("gain_own", "gain_specific") + (("marker_gain_specific",) if group == "planted" else ())
+            gains = [f"{r.gain} {_num(r['mean'])} {_interval(r.ci, r.interval)}" for _, r in part.iterrows()
+                     if r.gain in shown]
+            who = f"{group} users" if group == "planted" else "users"
+            lines.append(f"- {split} ({int(part.n_users.iloc[0])} {who}): " + "; ".join(gains))
+    if "group" in sig:
+        sig = sig[sig.group == "all"]
     specific = sig[(sig.split == "evaluation") & (sig.gain == "gain_specific")]
     if not specific.empty:
         row = specific.iloc[0]

@@ -69,3 +69,13 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
     assert "planted signoff: no finished" in caplog.text
     with pytest.raises(ConfigError, match="base dataset"):
         known_answer.main(["--model", str(tiny_model_dir), "--data", "planted:conventions2012:case"])
+
+
+def test_summary_shows_all_users_then_the_planted_ones_once_each(planted_runs, tiny_model_dir):
+    from harness import summary
+
+    results, _ = planted_runs
+    text = summary.report(results, str(tiny_model_dir), "planted:conventions2012:case")
+    lines = [line for line in text.splitlines() if line.startswith("- evaluation (")]
+    assert len(lines) == 2 and "planted users" in lines[1] and "planted" not in lines[0]
+    assert lines[0].count("gain_own") == 1 and "marker_gain_specific" in lines[1]
