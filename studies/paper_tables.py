@@ -148,11 +148,12 @@ def main(argv: list[str] | None = None) -> Path:
     macros: dict[str, str] = {}
     written = set()
     for model_dir in sorted(p for p in results.iterdir() if p.is_dir()) if results.exists() else []:
-        for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+        for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name in SHORT):
+            # only the paper's datasets: planted corpora (known_answer) enter the paper with its v2 rewrite
             tag = SHORT.get(data_dir.name, data_dir.name)
             data_name = data_dir.name
-            if (data_dir / "seed0").is_dir():  # v2 layout: results/<model>/<data>/seed<k>/<study>; seed 0 here
-                data_dir = data_dir / "seed0"
+            if not (data_dir / "pcs_ranking").is_dir() and (data_dir / "seed0").is_dir():
+                data_dir = data_dir / "seed0"  # v2 layout (results/<model>/<data>/seed<k>/<study>) where no v1 run is
             if model_dir.name != "smollm2-135m":
                 tag = f"{model_dir.name} {tag}"
             macros.update(data_macros(tag, data_dir))
