@@ -147,8 +147,8 @@ def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None
     tok = model.tokenizer
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids  # [1, T]
     rows = len(head_sets)
-    with model.generate(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
-                        pad_token_id=tok.eos_token_id, remote=remote) as tracer:
+    with model.generate(max_new_tokens=max_new_tokens, min_new_tokens=min(min_new_tokens, max_new_tokens),
+                        do_sample=False, pad_token_id=tok.eos_token_id, remote=remote) as tracer:
         with tracer.invoke({"input_ids": ids.expand(rows, -1),
                             "attention_mask": torch.ones(rows, ids.shape[1], dtype=torch.long)}):
             for _ in tracer.all():
