@@ -130,16 +130,23 @@ def build_prompts(setup: Setup, cfg: StudyConfig) -> None:
     setup.prompts = prompts
 
 
-def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
-    """Everything before a study's own work: logging, its run folder (a folder holding another numbers config is
-    refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
-    losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
-    configure_logging(cfg.verbose)  # the harness's own lines; third-party chatter only with --verbose
-    if cfg.plan:  # before the key check, the run folder and any remote work: a plan spends and writes nothing
+def begin(cfg: StudyConfig) -> None:
+    """The first step of every study: logging (the harness's own lines; third-party chatter only with --verbose),
+    and with ``--plan`` the plan, then exit, before the key check, the run folder and any remote work: a plan spends
+    and writes nothing."""
+    configure_logging(cfg.verbose)
+    if cfg.plan:
         from .plan import print_plan
 
         print_plan(cfg)
         raise SystemExit(0)
+
+
+def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
+    """Everything before a study's own work: logging, its run folder (a folder holding another numbers config is
+    refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
+    losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
+    begin(cfg)
     checked_remote(cfg)  # a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())

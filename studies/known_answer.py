@@ -31,8 +31,7 @@ import pandas as pd
 from harness import outcomes, tables
 from harness.config import ConfigError, StudyConfig, option
 from harness.data.planted import FAMILIES
-from harness.logs import configure as configure_logging
-from harness.plan import print_plan
+from harness.experiment import begin
 from harness.ranking import Ranking, jaccard
 from harness.runs import Run, slug
 
@@ -65,10 +64,7 @@ def _read(path: Path) -> pd.DataFrame | None:
 
 def main(argv: list[str] | None = None) -> Run:
     cfg = KnownAnswerConfig.from_argv(argv)
-    configure_logging(cfg.verbose)
-    if cfg.plan:
-        print_plan(cfg)
-        raise SystemExit(0)
+    begin(cfg)
     if cfg.data.startswith("planted:"):
         raise ConfigError(f"--data is the base dataset (e.g. conventions2012), not a planted name: {cfg.data}")
     base = Path(cfg.results) / slug(cfg.model)

@@ -20,8 +20,7 @@ import pandas as pd
 
 from harness import outcomes, summary, tables
 from harness.config import ConfigError, StudyConfig, option
-from harness.logs import configure as configure_logging
-from harness.plan import print_plan
+from harness.experiment import begin
 from harness.ranking import Ranking, jaccard
 from harness.runs import Run, slug
 
@@ -46,10 +45,7 @@ class SeedsConfig(StudyConfig):
 
 def main(argv: list[str] | None = None) -> Run:
     cfg = SeedsConfig.from_argv(argv)
-    configure_logging(cfg.verbose)
-    if cfg.plan:
-        print_plan(cfg)
-        raise SystemExit(0)
+    begin(cfg)
     base = Path(cfg.results) / slug(cfg.model) / slug(cfg.data)
     per_seed = {s: dataclasses.replace(cfg, seed=s) for s in cfg.seeds}
     folders = {s: (base / StudyConfig.folder(c, "pcs_ranking"), base / StudyConfig.folder(c, "ablation_comparison"))
