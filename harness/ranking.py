@@ -141,12 +141,21 @@ def _contrast_pcs(ctx: ScoringContext) -> HeadScores:
     return _effect_scores(ctx.effects.of("own") - ctx.effects.of("none"))
 
 
+def needle_corpus(data: str) -> str:
+    """The corpus the retrieval-head needles and haystacks come from: never the study's own text (a planted corpus
+    counts as its base dataset)."""
+    from .data.planted import PREFIX
+
+    base = data[len(PREFIX):].split(":")[0] if data.startswith(PREFIX) else data
+    return "debates2016" if base == "conventions2012" else "conventions2012"
+
+
 @register_head_scorer("retrieval", label="retrieval score (Wu et al.)", needs_eager=True, uses_discovery=False)
 def _retrieval(ctx: ScoringContext) -> HeadScores:
     from .retrieval_heads import needle_prompts, retrieval_scores
 
     cfg = ctx.cfg
-    other = "debates2016" if cfg.data == "conventions2012" else "conventions2012"  # needles from another corpus
+    other = needle_corpus(cfg.data)
 
     def compute() -> dict:
         prompts = needle_prompts(ctx.eager.tokenizer, cfg.retrieval_prompts, seed=cfg.seed, corpus=other)

@@ -1,27 +1,106 @@
-"""paper/generated/ must be exactly what studies.paper_tables makes from the committed results/."""
+"""paper/generated/ must be exactly what studies.paper_tables makes from the committed results/, and every claim the
+paper states must hold for those results (paper/claims.toml, harness/claims.py)."""
 
 import filecmp
+import json
+import re
+import shutil
 from pathlib import Path
 
+import pytest
+
+from harness.claims import check, load_claims
 from studies import paper_tables
 
 ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "paper"
+CLAIMS = PAPER / "claims.toml"
+PREFIXES = tuple(sorted(paper_tables.MODEL_SHORT.values()))
+
+
+def paper_text() -> str:
+    """The paper's LaTeX source: main.tex and every section file it inputs."""
+    return "".join(p.read_text() for p in [PAPER / "main.tex", *sorted((PAPER / "sections").glob("*.tex"))])
+
+
+def defined_macros() -> set[str]:
+    return set(re.findall(r"\\newcommand\{\\(\w+)\}", (PAPER / "generated" / "macros.tex").read_text()))
 
 
 def test_generated_paper_files_are_fresh(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = paper_tables.main(["--results", "results", "--out", str(tmp_path)])
-    committed = ROOT / "paper" / "generated"
-    fresh = sorted(p.name for p in out.glob("*.tex"))
-    assert fresh == sorted(p.name for p in committed.glob("*.tex")), "paper/generated has missing or extra files"
+    committed = PAPER / "generated"
+    fresh = sorted(p.name for p in [*out.glob("*.tex"), *out.glob("*.json")])
+    assert fresh == sorted(p.name for p in [*committed.glob("*.tex"), *committed.glob("*.json")]), \
+        "paper/generated has missing or extra files"
     stale = [name for name in fresh if not filecmp.cmp(out / name, committed / name, shallow=False)]
     assert not stale, f"stale: {stale}; run `python -m studies.paper_tables`"
 
 
 def test_every_macro_used_in_the_paper_is_defined():
-    import re
+    used = {m for m in re.findall(r"\\([A-Za-z]+)", paper_text()) if m.startswith(PREFIXES)}
+    assert used <= defined_macros(), f"undefined in macros.tex: {sorted(used - defined_macros())}"
 
-    text = "".join((ROOT / "paper" / name).read_text() for name in ("main.tex", "results.tex", "discussion.tex"))
-    defined = set(re.findall(r"\\newcommand\{\\(\w+)\}", (ROOT / "paper" / "generated" / "macros.tex").read_text()))
-    used = set(re.findall(r"\\(Conv\w+|Deb\w+)", text))
-    assert used <= defined, f"undefined in macros.tex: {sorted(used - defined)}"
+
+def test_every_claim_in_the_paper_holds_for_the_committed_results():
+    numbers = paper_tables.v2_numbers(ROOT / "results")
+    problems = check(load_claims(CLAIMS), numbers, paper_text(), defined_macros())
+    assert not problems, "\n".join(problems)
+
+
+DESIGN_DECIMALS = {"0.05"}  # the test level alpha: a design choice, not a result
+
+
+def test_the_paper_types_no_decimal_result_by_hand():
+    """Results enter the prose as generated macros: a decimal number typed by hand is refused (design constants
+    excepted)."""
+    prose = re.sub(r"(?<!\\)%.*", "", paper_text())
+    typed = [x for x in re.findall(r"(?<![\w\\{.])\d+\.\d+(?![\w}])", prose) if x not in DESIGN_DECIMALS]
+    assert not typed, f"decimal numbers typed into the paper (use a generated macro): {typed}"
+
+
+@pytest.fixture(scope="module")
+def results_copy(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("results")
+    shutil.copytree(ROOT / "results", dst, dirs_exist_ok=True)
+    return dst
+
+
+def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    rows = (table[list(match)] == pd.Series(match)).all(axis=1)
+    assert rows.sum() == 1, f"{csv_path}: {match} matches {rows.sum()} rows"
+    table.loc[rows, "ci"] = json.dumps([low, high])
+    table.to_csv(csv_path, index=False)
+
+
+@pytest.mark.parametrize("rel, match, ci, claim", [
+    ("smollm2-135m/conventions2012/seed0/signal/signal.csv",
+     {"split": "evaluation", "gain": "gain_specific"}, (-0.01, 0.2), "signal-conv-specific"),
+    ("smollm2-135m/planted-conventions2012/seed0/known_answer/gain_removed_by_family.csv",
+     {"family": "signoff", "outcome": "specific_gain_lost", "set": "retrieval"}, (-0.02, 0.3),
+     "planted-signoff-retrieval"),
+])
+def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
+    """On a temporary copy of results/: moving one committed interval across zero makes its claim fail, by id."""
+    target = results_copy / rel
+    saved = target.read_bytes()
+    try:
+        numbers = paper_tables.v2_numbers(results_copy)
+        claims = load_claims(CLAIMS)
+        assert check(claims, numbers, paper_text(), defined_macros()) == []
+        _perturb_ci(target, match, *ci)
+        problems = check(claims, paper_tables.v2_numbers(results_copy), paper_text(), defined_macros())
+        assert len(problems) == 1 and problems[0].startswith(f"claim {claim!r} no longer holds"), problems
+    finally:
+        target.write_bytes(saved)
+
+
+def test_a_claim_stated_without_an_entry_in_the_claims_file_fails(tmp_path):
+    numbers = paper_tables.v2_numbers(ROOT / "results")
+    text = paper_text() + r"\claim{unheld}{heads carry preference}"
+    assert check(load_claims(CLAIMS), numbers, text) == [
+        "the text states claim 'unheld', which the claims file does not hold"]

@@ -159,3 +159,14 @@ def test_smollm2_retrieval_scores_are_deterministic(smollm_retrieval, smollm_eag
 def test_retrieval_scores_on_sdpa_model_names_eager_fix(smollm, short_prompts):
     with pytest.raises(ValueError, match="attn_implementation='eager'"):
         retrieval_scores(smollm, short_prompts)
+
+
+def test_needles_never_come_from_the_studied_corpus_planted_ones_included():
+    from harness.ranking import needle_corpus
+
+    assert needle_corpus("conventions2012") == "debates2016"
+    assert needle_corpus("planted:conventions2012:signoff") == "debates2016"
+    assert needle_corpus("planted:conventions2012:case:controls=0.5") == "debates2016"
+    assert needle_corpus("debates2016") == "conventions2012"
+    assert needle_corpus("planted:debates2016:lexicon") == "conventions2012"
+    assert needle_corpus("my_users.jsonl") == "conventions2012"

@@ -184,8 +184,9 @@ def test_paper_tables_are_generated_from_results(finished, tmp_path):
     results, *_ = finished
     out = paper_tables.main(["--results", str(results), "--out", str(tmp_path / "gen")])
     macros = (out / "macros.tex").read_text()
-    assert "\\newcommand" in macros and "NDiscovery" in macros
-    assert list(out.glob("*set_summary.tex"))
+    assert "SignalEvaluationGainSpecificMean" in macros and "AblSpecificPcsSpecificGainLostMean" in macros
+    appendix = next(out.glob("*-conventions2012.tex")).read_text()
+    assert "Specific gain lost" in appendix and "Signal:" in appendix
 
 
 def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp_path):
