@@ -65,12 +65,24 @@ class TokenizedInput:
         return {"all": None, "target": self.target_positions, "profile": slice(*self.profile)}[where]
 
 
+def bos_prefix(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """``[bos]`` when the tokenizer starts every sequence with a BOS token of its own (Gemma, the base Llamas) and
+    ``ids`` (tokenized without special tokens) do not start with it already, as a chat template that writes it out
+    does; ``[]`` otherwise (SmolLM2's tokenizer adds none). Without its BOS, Gemma-3-270M's NLL of plain text triples
+    and it answers no needle-in-a-haystack question (it repeats the question)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None or (len(ids) and ids[0] == bos):
+        return []
+    return [bos] if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos] else []
+
+
 def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64,
            profile_span: tuple[int, int] | None = None) -> TokenizedInput:
-    """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without adding special tokens;
-    ``profile_span`` (characters of the profile block in ``prompt``) becomes the token span of every token that
-    overlaps it (a fast tokenizer's offsets)."""
+    """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without special tokens but the
+    tokenizer's own BOS (``bos_prefix``); ``profile_span`` (characters of the profile block in ``prompt``) becomes the
+    token span of every token that overlaps it (a fast tokenizer's offsets)."""
     enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=profile_span is not None)
+    bos = bos_prefix(tokenizer, enc.input_ids)
     p = enc.input_ids
     t = tokenizer(target, add_special_tokens=False).input_ids[:max_target_tokens]
     if not t:
@@ -80,9 +92,9 @@ def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int =
     span = (0, 0)
     if profile_span is not None:
         lo, hi = profile_span
-        inside = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < hi and b > lo]
+        inside = [i + len(bos) for i, (a, b) in enumerate(enc["offset_mapping"]) if a < hi and b > lo]
         span = (inside[0], inside[-1] + 1) if inside else (0, 0)
-    return TokenizedInput(torch.tensor(p + t, dtype=torch.long), len(t), span)
+    return TokenizedInput(torch.tensor(bos + p + t, dtype=torch.long), len(t), span)
 
 
 def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int, *, per_token: bool = False) -> torch.Tensor:

@@ -42,6 +42,7 @@ from .arch import shape_of
 from .heads import HeadSet
 from .heads import top_heads
 from .induction_heads import attention_weights, heads_above, require_attention_weights
+from .pcs import bos_prefix
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,10 @@ def needle_prompts(tokenizer: Any, n: int = 12, *, corpus: str = "conventions201
         text = _render(tokenizer, "\n".join(hay), question)
         char_start = text.index(needle) + needle.index(answer)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        span = _token_span(enc["offset_mapping"], char_start, char_start + len(answer))
-        prompts.append(NeedlePrompt(text=text, input_ids=torch.tensor(enc["input_ids"]), needle=needle,
+        bos = bos_prefix(tokenizer, enc["input_ids"])  # Gemma answers no needle question without its BOS
+        first, stop = _token_span(enc["offset_mapping"], char_start, char_start + len(answer))
+        span = (first + len(bos), stop + len(bos))
+        prompts.append(NeedlePrompt(text=text, input_ids=torch.tensor(bos + enc["input_ids"]), needle=needle,
                                     question=question, answer=answer, span=span, depth=float(depth)))
     return prompts
 

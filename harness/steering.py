@@ -152,7 +152,7 @@ def fit_and_choose(model: Any, fit_examples: Sequence[Example], discovery: Seque
     """Fit style vectors at ``layers`` on ``fit_examples``' users and choose (layer, alpha) on ``discovery``: a
     JSON-able record (``layer``, ``alpha``, ``vectors`` of the chosen layer, ``grid_rougeL``), see ``chosen_style``."""
     vectors = fit_style_vectors(model, fit_examples, layers, max_items=4, max_new_tokens=max_new_tokens,
-                                remote=remote)
+                                chat=chat, remote=remote)
     choice = select_style(model, discovery, vectors, alphas, max_new_tokens=max_new_tokens,
                           max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing, sampling=sampling,
                           remote=remote)

@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixtures that load a real model or tokenizer (SmolLM2, or a tiny model built with its tokenizer), or start the
 # loopback NDIF stack: a test using any of them, directly or through another fixture, is marked slow mechanically.
-MODEL_FIXTURES = frozenset({"smollm", "smollm_eager", "tokenizer", "tiny_models", "tiny_model_dir",
+MODEL_FIXTURES = frozenset({"smollm", "smollm_eager", "gemma", "tokenizer", "tiny_models", "tiny_model_dir",
                             "tiny_llama_dir", "client", "local", "ndif_stack"})
 # A skip whose reason matches this names a missing install, not a condition of the test.
 MISSING_INSTALL = re.compile(r"not installed|install_ndif\.sh|install\.sh")
@@ -106,6 +106,15 @@ def smollm_eager():
     from harness.models import load_model
 
     return load_model("smollm2-135m", attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma-3-270M (a base model: no chat template; 18 layers x 4 heads, 1 kv head, sliding-window attention) as an
+    nnsight model (sdpa attention), shared by every test in the session."""
+    from harness.models import load_model
+
+    return load_model("gemma3-270m")
 
 
 @pytest.fixture(scope="session")
