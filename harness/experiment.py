@@ -205,12 +205,14 @@ def mean_reference(setup: Setup, run: Run, cfg: StudyConfig) -> Reference:
 
 
 def finish(run: Run, setup: Setup, cfg: StudyConfig, **extra: Any) -> Run:
-    """Write the manifest (data hash, split, config, signal, provenance), then rewrite and print the results' summary
-    (``harness.summary``: ``<results>/summary.md``, read from the files written), and return the run."""
+    """Write the manifest (data hash, split, config, the chat and framing ``auto`` resolved to, signal, provenance),
+    then rewrite and print the results' summary (``harness.summary``: ``<results>/summary.md``, read from the files
+    written), and return the run."""
     from .summary import report
 
     run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, split=setup.split.manifest(),
                  examples=setup.examples, extra={"signal": setup.signal, "signal_note": run.note,
+                                                 "prompting": {"chat": setup.chat, "framing": setup.framing},
                                                  "prompt_tokens": setup.prompt_tokens(), **extra})
     report(cfg.results, cfg.model, cfg.data)
     return run

@@ -36,6 +36,16 @@ def finished(tiny_model_dir, tmp_path_factory):
     return results, pcs, abl, dps, args
 
 
+def test_manifests_record_the_chat_and_framing_that_auto_resolved_to(finished):
+    results, *_ = finished
+    manifests = [json.loads(p.read_text()) for p in results.glob("*/*/seed*/*/manifest.json")]
+    assert manifests
+    for man in manifests:
+        assert man["config"]["chat"] == "auto" and man["config"]["framing"] == "auto"
+        assert man["prompting"]["chat"] is True  # the tiny models carry SmolLM2's tokenizer and its chat template
+        assert man["prompting"]["framing"] in ("prefill", "instruction")
+
+
 def test_pcs_ranking_writes_every_output(finished):
     _, pcs, _, _, _ = finished
     for name in ["head_scores.csv", "per_example.csv", "ranking.json", "pcs_heatmap.png", "overlap.md",
