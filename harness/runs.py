@@ -193,9 +193,17 @@ class Run:
              fresh: bool = False, command: str = "") -> "Run":
         """Open ``results/<model>/<data>/<study>``. A previous run with another numbers config is refused, naming
         every changed field (``fresh=True`` discards the old folder), so resumed work is never mixed across settings."""
+        root = Path(results) / slug(model) / slug(data) / study  # study may hold a subfolder: seed0/pcs_ranking
+        return cls.open_folder(root, config, fresh=fresh, command=command)
+
+    @classmethod
+    def open_folder(cls, root: str | Path, config: dict, *, fresh: bool = False, command: str = "") -> "Run":
+        """Open the run folder ``root`` as :meth:`open` does (another numbers config refused field by field,
+        ``fresh=True`` discards it, a killed write's temporaries removed): for studies whose folder is not
+        ``results/<model>/<data>/<study>`` (one that reads every model's results)."""
         from .config import config_diff
 
-        root = Path(results) / slug(model) / slug(data) / study  # study may hold a subfolder: seed0/pcs_ranking
+        root = Path(root)
         if fresh and root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)

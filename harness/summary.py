@@ -117,9 +117,16 @@ def _guarded(block, folder: Path) -> list[str]:
         return [f"Could not summarize `{folder.name}`: {type(e).__name__}: {e}", ""]
 
 
-def _signal_block(seed_dir: Path) -> list[str]:
+def signal_source(seed_dir: Path, *, finished: bool = False) -> Path | None:
+    """The ``signal.csv`` a seed folder's signal is read from: the first study of ``SIGNAL_SOURCES`` that wrote one,
+    else any other (a non-primary design alone has it too); ``finished``: only from runs with a manifest."""
     candidates = [seed_dir / s / "signal.csv" for s in SIGNAL_SOURCES] + sorted(seed_dir.glob("*/signal.csv"))
-    source = next((p for p in candidates if p.exists()), None)  # a non-primary design alone has it too
+    return next((p for p in candidates if p.exists() and (not finished or (p.parent / "manifest.json").exists())),
+                None)
+
+
+def _signal_block(seed_dir: Path) -> list[str]:
+    source = signal_source(seed_dir)
     if source is None:
         return []
     sig = pd.read_csv(source)

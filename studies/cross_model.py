@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import logging
 import math
 import re
-import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,12 +36,11 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import tables
-from harness.config import config_diff
 from harness.data.planted import FAMILIES as PLANTED
 from harness.heads import HeadSet
 from harness.logs import configure as configure_logging
 from harness.ranking import Ranking, jaccard
-from harness.runs import Run, relative_path, remove_stale_temporaries, save_figure, slug, write_json
+from harness.runs import Run, relative_path, save_figure, slug
 
 log = logging.getLogger("harness")
 
@@ -392,21 +389,9 @@ def depth_plot(rows: Sequence[dict], entries: Sequence[Entry], path: Path) -> Pa
 
 
 def open_run(cfg: CrossModelConfig) -> Run:
-    """``<results>/cross_model`` as ``Run.open`` opens a study folder: another numbers config is refused field by
-    field (``--fresh`` discards the folder), a killed write's temporaries are removed."""
-    root = Path(cfg.results) / cfg.out_folder
-    if cfg.fresh and root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(root)
-    config, previous = cfg.numbers_config(), root / "config.json"
-    if previous.exists():
-        changed = config_diff(json.loads(previous.read_text()), config)
-        if changed:
-            raise RuntimeError(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
-                               "Rerun with --fresh to discard it, or use another --results folder")
-    write_json(previous, config)
-    return Run(root, config, command=cfg.command())
+    """``<results>/cross_model``, opened as every study folder is (``Run.open_folder``)."""
+    return Run.open_folder(Path(cfg.results) / cfg.out_folder, cfg.numbers_config(), fresh=cfg.fresh,
+                           command=cfg.command())
 
 
 def plan_text(entries: Sequence[Entry], cfg: CrossModelConfig) -> str:

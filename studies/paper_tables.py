@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness.claims import Number
 from harness.runs import atomic_write
+from harness.summary import signal_source
 from harness.tables import format_number, tex_cell
 
 
@@ -182,10 +183,9 @@ def v2_numbers(results: Path) -> dict[str, Number]:
             for seed_dir in sorted(data_dir.glob("seed*")):
                 tag = (model, _data_short(data_dir.name)) + (() if seed_dir.name == "seed0" else (seed_dir.name,))
                 studies = {p.name: p for p in seed_dir.iterdir() if (p / "manifest.json").exists()}
-                signal = studies.get("signal") or next((studies[n] for n in sorted(studies)
-                                                         if (studies[n] / "signal.csv").exists()), None)
+                signal = signal_source(seed_dir, finished=True)
                 if signal is not None:
-                    _signal_numbers(out, tag, signal)
+                    _signal_numbers(out, tag, signal.parent)
                 for name, folder in sorted(studies.items()):
                     if name.startswith("ablation_comparison") and (folder / "set_summary.csv").exists():
                         design = name.removeprefix("ablation_comparison").strip("-")
