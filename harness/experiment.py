@@ -147,9 +147,10 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     begin(cfg)
-    checked_remote(cfg)  # a missing key or host is an error before anything is written
+    remote = checked_remote(cfg)  # a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
+    run.borrow = not remote or remote == "local"  # sibling runs lend clean losses and artefacts to local runs only
     setup = prepare(cfg)
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)

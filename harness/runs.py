@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "transformers", "nnsight", "numpy", "scipy", "statsmodels", "datasets", "bm25s", "rouge-score",
@@ -179,6 +179,7 @@ class Run:
     started: float = field(default_factory=time.time)
     code: dict = field(default_factory=git_commit)  # the checkout when the run started (the code that ran)
     _opened: dict = field(default_factory=dict)  # checkpoint name -> (Checkpoint, rows it held when opened)
+    borrow: bool = True  # may take units from sibling runs (start() turns it off for a remote backend)
     command: str = ""  # the study command (default: this process's command line)
     note: str = ""  # a warning every table of the run carries (e.g. no measured user-specific signal)
 
@@ -236,15 +237,78 @@ class Run:
 
     def artifact(self, name: str, depends: dict, compute: Any) -> Any:
         """A derived artefact (baseline scores, style vectors, reference means) keyed by the settings it depends on:
-        ``artifacts/<name>.<hash(depends)>.json`` holds ``compute()``'s JSON value; other settings, another file."""
+        ``artifacts/<name>.<hash(depends)>.json`` holds ``compute()``'s JSON value; other settings, another file.
+        A sibling run (:meth:`siblings`) that already holds the same file lends it: it is copied here, not recomputed,
+        and the file (and the manifest's ``reused``) says from where."""
         from .config import config_hash
 
         path = self.root / "artifacts" / f"{name}.{config_hash(depends)}.json"
+        if not path.exists():
+            for sibling in self.siblings():
+                lent = sibling / "artifacts" / path.name
+                if lent.exists():
+                    saved = json.loads(lent.read_text())
+                    if saved.get("depends") == json.loads(json.dumps(depends, default=_jsonable)):
+                        write_json(path, {**saved, "lent_by": sibling.name})  # the loan is recorded in the file
+                        break
         if path.exists():
             return json.loads(path.read_text())["value"]
         value = json.loads(json.dumps(compute(), default=_jsonable))
         write_json(path, {"depends": depends, "value": value})
         return value
+
+    def reused(self) -> dict[str, str]:
+        """What this run took from sibling runs instead of computing it: artefact file or checkpoint -> the lending
+        folder(s), read from the loans recorded in the files (``lent_by``)."""
+        out = {}
+        for path in sorted((self.root / "artifacts").glob("*.json")):
+            lender = json.loads(path.read_text()).get("lent_by")
+            if lender:
+                out[f"artifacts/{path.name}"] = lender
+        for ck, _ in self._opened.values():
+            lenders = sorted({r["lent_by"] for r in ck.values() if "lent_by" in r})
+            if lenders:
+                out[f"checkpoints/{ck.path.name}"] = ", ".join(lenders)
+        return out
+
+    def siblings(self) -> list[Path]:
+        """The other run folders beside this one (same model, data and seed: ``seed0/pcs_ranking`` beside
+        ``seed0/ablation_comparison``) whose units this run may take instead of recomputing them. A folder whose
+        manifest records a remote run is left out, and a remote run (``borrow`` off) has none: one backend's numbers
+        are never mixed into another's."""
+        out: list[Path] = []
+        if not self.borrow:
+            return out
+        for folder in sorted(p for p in self.root.parent.iterdir() if p.is_dir() and p != self.root):
+            if (folder / "config.json").exists() and not _ran_remotely(folder):
+                out.append(folder)
+        return out
+
+    def adopt(self, name: str, fields: Sequence[str]) -> int:
+        """Copy into checkpoint ``name`` the rows that sibling runs hold in their checkpoint of that name when their
+        numbers config agrees with this one on ``fields`` (the settings those rows depend on, e.g. the clean losses'
+        model, data, split and prompt settings); rows this run already has are kept. The siblings' files are only
+        read (a torn last line there is skipped, not repaired); each adopted row records ``lent_by`` (the sibling's
+        folder), so a resumed or killed run still knows what it did not compute. Returns the rows adopted."""
+        from .config import config_hash
+
+        ck, mine, adopted = self.checkpoint(name), {f: self.config.get(f) for f in fields}, 0
+        for sibling in self.siblings():
+            config = json.loads((sibling / "config.json").read_text())
+            if any(f not in config for f in fields) or {f: config[f] for f in fields} != mine:
+                continue
+            lent = sibling / "checkpoints" / f"{name}.{config_hash(config)}.jsonl"
+            if not lent.exists():
+                continue
+            for line in lent.read_text().split("\n")[:-1]:  # a torn last line has no newline: left out
+                with contextlib.suppress(json.JSONDecodeError):
+                    rec = json.loads(line)
+                    if isinstance(rec, dict) and "key" in rec and rec["key"] not in ck:
+                        ck.add(rec["key"], **{k: v for k, v in rec.items() if k not in ("key", "lent_by")},
+                               lent_by=sibling.name)
+                        adopted += 1
+        self._opened[name] = (ck, self._opened[name][1] + adopted)  # adopted rows are not rows this run computed
+        return adopted
 
     def manifest(self, *, seed: int, model: str, data: str, split: dict | None = None, extra: dict | None = None,
                  examples: Iterable[Any] = ()) -> Path:
@@ -275,9 +339,30 @@ class Run:
             "platform": platform.platform(),
             "provenance": provenance,
             "rendered_by": {**this, "commit_at_finish": git_commit()["commit"]},
+            **({"reused": reused} if (reused := self.reused()) else {}),
             **(extra or {}),
         }
         return write_json(path, info)
+
+
+def _ran_remotely(folder: Path) -> bool:
+    """Whether a run folder's manifest records a command sent to a remote backend (``--remote`` other than false
+    or local, which runs here)."""
+    path = folder / "manifest.json"
+    if not path.exists():
+        return False
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return True  # unreadable: not lent
+    for entry in manifest.get("provenance") or [manifest]:
+        words = str(entry.get("command") or "").split()
+        for i, word in enumerate(words):
+            value = word.split("=", 1)[1] if word.startswith("--remote=") else \
+                words[i + 1] if word == "--remote" and i + 1 < len(words) else None
+            if value is not None and value not in ("false", "local"):
+                return True
+    return False
 
 
 def _iso(t: float) -> str:

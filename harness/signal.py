@@ -33,12 +33,19 @@ NO_SIGNAL = ("no measured user-specific signal (gain_specific's CI includes 0): 
              "about preference")
 
 
+# the settings a clean loss depends on: the draw, the split, the prompt (with the framing auto resolves to, itself
+# chosen from generations that depend on min_new_tokens) and the scored gold tokens; not the study or its design
+CLEAN_LOSS_FIELDS = ("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
+                     "max_prompt_tokens", "max_target_tokens", "chat", "framing", "min_new_tokens")
+
+
 def clean_losses(setup: Any, run: Any, conditions: Sequence[str]) -> pd.DataFrame:
     """Unablated gold loss of every example (discovery and evaluation) in every condition, checkpointed with its
     per-token NLLs; one row per example with ``split``, ``user_id`` and ``loss_<condition>`` columns, and on a planted
     corpus ``group`` (planted / control), ``rule`` and ``marker_<condition>`` (NLL of the rule's tokens; NaN where
     none is scored)."""
     ck = run.checkpoint("clean_losses")
+    run.adopt("clean_losses", CLEAN_LOSS_FIELDS)  # a sibling study of the same seed that measured them lends its rows
     sides = [("discovery", e) for e in setup.split.discovery] + [("evaluation", e) for e in setup.split.evaluation]
     todo = [(e, c) for _, e in sides for c in conditions
             if "tokens" not in ck.records.get(f"{e.example_id}|{c}", {})]

@@ -282,3 +282,80 @@ def test_fresh_with_the_same_configuration_recomputes_everything(tmp_path):
     run = _open(tmp_path, {"n": 1})
     run.checkpoint("losses").add("ex1", loss=1.0)
     assert len(_open(tmp_path, {"n": 1}, fresh=True).checkpoint("losses")) == 0
+
+
+# -- Run: sibling studies of one seed lend clean losses and artefacts ---------------------------------------------
+
+
+def _study(tmp_path, study: str, **config) -> Run:
+    return Run.open(tmp_path, "tiny", "toy", f"seed0/{study}", {"study": study, "n": 4, "seed": 0, **config})
+
+
+def test_a_sibling_with_the_same_prompt_settings_lends_its_rows_and_they_count_as_not_computed(tmp_path):
+    ranking = _study(tmp_path, "pcs_ranking", k_profile=2, estimator="exact")
+    ranking.checkpoint("clean_losses").add("ex1|own", loss=1.0)
+    ranking.checkpoint("clean_losses").add("ex1|none", loss=2.0)
+    ablation = _study(tmp_path, "ablation_comparison", k_profile=2, n_random=5)  # other study fields: not compared
+    ablation.checkpoint("clean_losses").add("ex1|own", loss=9.0)  # its own row is kept, not overwritten
+    assert ablation.adopt("clean_losses", ("n", "seed", "k_profile")) == 1
+    ck = ablation.checkpoint("clean_losses")
+    assert ck.get("ex1|own")["loss"] == 9.0 and ck.get("ex1|none")["loss"] == 2.0
+    assert ablation.rows_computed() == 1  # the row it computed, not the lent one
+    manifest = json.loads(ablation.manifest(seed=0, model="tiny", data="toy").read_text())
+    assert manifest["reused"] == {f"checkpoints/{ck.path.name}": "pcs_ranking"}
+    assert len(Checkpoint(ck.path)) == 2  # written to its own folder: the run stands alone
+    resumed = _study(tmp_path, "ablation_comparison", k_profile=2, n_random=5)  # a later attempt still knows the loan
+    resumed.checkpoint("clean_losses")
+    assert resumed.reused() == manifest["reused"]
+
+
+def test_a_sibling_that_differs_on_a_prompt_setting_lends_nothing(tmp_path):
+    ranking = _study(tmp_path, "pcs_ranking", k_profile=2)
+    ranking.checkpoint("clean_losses").add("ex1|own", loss=1.0)
+    other = _study(tmp_path, "ablation_comparison", k_profile=4)
+    assert other.adopt("clean_losses", ("n", "seed", "k_profile")) == 0 and not other.reused()
+    assert len(other.checkpoint("clean_losses")) == 0
+
+
+def test_a_siblings_torn_last_line_is_skipped_and_its_file_left_untouched(tmp_path):
+    ranking = _study(tmp_path, "pcs_ranking")
+    ranking.checkpoint("clean_losses").add("ex1|own", loss=1.0)
+    path = ranking.checkpoint("clean_losses").path
+    with open(path, "a") as f:
+        f.write('{"key": "ex2|own", "loss": 1.')  # the sibling is being killed (or still writing)
+    before = path.read_text()
+    other = _study(tmp_path, "dps_decoding")
+    assert other.adopt("clean_losses", ("n", "seed")) == 1 and path.read_text() == before
+
+
+def test_a_remote_sibling_lends_nothing_and_a_remote_run_borrows_nothing(tmp_path):
+    ranking = _study(tmp_path, "pcs_ranking")
+    ranking.checkpoint("clean_losses").add("ex1|own", loss=1.0)
+    ranking.command = "python -m studies.pcs_ranking --remote ndif"
+    ranking.manifest(seed=0, model="tiny", data="toy")
+    assert _study(tmp_path, "ablation_comparison").adopt("clean_losses", ("n", "seed")) == 0
+    ranking.command = "python -m studies.pcs_ranking --remote local"  # a resume here: the folder still holds
+    ranking.manifest(seed=0, model="tiny", data="toy")                  # rows the remote run computed
+    assert _study(tmp_path, "ablation_comparison").adopt("clean_losses", ("n", "seed")) == 0
+    local = _study(tmp_path / "b", "pcs_ranking")
+    local.checkpoint("clean_losses").add("ex1|own", loss=1.0)
+    local.command = "python -m studies.pcs_ranking --remote local"  # nnsight's serialization check: runs here
+    local.manifest(seed=0, model="tiny", data="toy")
+    assert _study(tmp_path / "b", "ablation_comparison").adopt("clean_losses", ("n", "seed")) == 1
+    remote = _study(tmp_path, "dps_decoding")
+    remote.borrow = False
+    assert remote.adopt("clean_losses", ("n", "seed")) == 0 and remote.siblings() == []
+
+
+def test_a_sibling_lends_an_artefact_with_the_same_settings_and_it_is_not_recomputed(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"mean": 0.5}
+    first = _study(tmp_path, "pcs_ranking")
+    assert first.artifact("mean_reference", {"seed": 0, "k": 2}, compute) == {"mean": 0.5}
+    second = _study(tmp_path, "ablation_comparison")
+    assert second.artifact("mean_reference", {"seed": 0, "k": 2}, compute) == {"mean": 0.5} and len(calls) == 1
+    assert list(second.reused()) == [f"artifacts/{next((first.root / 'artifacts').iterdir()).name}"]
+    assert second.artifact("mean_reference", {"seed": 0, "k": 3}, compute) == {"mean": 0.5} and len(calls) == 2
