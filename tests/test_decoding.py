@@ -247,3 +247,23 @@ def test_ablate_positions_needs_heads_and_a_known_name(smollm):
         decode(smollm, PROMPTS, second=PROMPTS, ablate_positions="target", max_new_tokens=2)
     with pytest.raises(ValueError, match="ablate_positions"):
         decode(smollm, PROMPTS, heads=HEADS, ablate_positions="prompt", max_new_tokens=2)
+
+
+def _bos_tokenizer():
+    """A word-level tokenizer that, like Gemma's and the base Llamas', adds its BOS to every sequence."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<pad>": 0, "<bos>": 1, "a": 2, "b": 3}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", pad_token="<pad>", unk_token="<pad>")
+
+
+def test_decoding_prompts_carry_the_tokenizers_bos_once_as_scored_prompts_do():
+    from harness.pcs import encode as score_encode
+
+    tok = _bos_tokenizer()
+    ids, mask = encode(tok, ["a b", "<bos> a"])  # plain text; a chat template that writes its BOS out
+    assert ids.tolist() == [[1, 2, 3], [0, 1, 2]] and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert score_encode(tok, "a b", "a").ids.tolist()[:3] == ids[0].tolist()  # generation sees what scoring scored
