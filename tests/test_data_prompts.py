@@ -76,3 +76,29 @@ def test_real_corpus_prompts_fit_the_default_budget(tokenizer):
     for example in load_examples("debates2016", n=5):
         prompt = build_prompt(example, tokenizer)
         assert n_tokens(tokenizer, prompt.with_profile) <= 512 and prompt.n_profile_items >= 1
+
+
+def _bos_word_tokenizer():
+    """A word-level tokenizer that adds its BOS to every sequence, as Gemma's does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<bos>", "a", "b", "c", "d"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>")
+
+
+@pytest.mark.parametrize("budget", [30, 38, 47, 65, 92])
+def test_the_budget_counts_the_bos_that_scoring_puts_first(budget):
+    from harness.pcs import encode
+
+    tok = _bos_word_tokenizer()
+    profile = tuple(ProfileItem(" ".join(["a b c d"] * 6), {}, i) for i in range(4))
+    prompt = build_prompt(Example("ex1", "u", "b c", "a b", profile, "t", "train"), tok, max_prompt_tokens=budget,
+                          k=4, chat=False, retrieval="recency")
+    for text in (prompt.with_profile, prompt.without_profile):
+        scored = encode(tok, text, prompt.target).ids.numel() - len(tok(prompt.target, add_special_tokens=False)
+                                                                    ["input_ids"])
+        assert scored <= budget  # without the BOS counted: 31, 39, 66 and 93 scored tokens

@@ -75,6 +75,14 @@ def _n_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _n_scored(tokenizer: Any, text: str) -> int:
+    """Tokens of a prompt as it is scored and decoded: with the tokenizer's own BOS (``pcs.bos_prefix``)."""
+    from ..pcs import bos_prefix
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return len(bos_prefix(tokenizer, ids)) + len(ids)
+
+
 def _profile_block(texts: list[str]) -> str:
     """Numbered profile items under a header; '' when there are none."""
     if not texts:
@@ -133,8 +141,8 @@ def build_prompt(
     """
     prefill = _prefill(example, framing)
 
-    def fits(texts: list[str], input_text: str) -> bool:
-        return _n_tokens(tokenizer, _render(texts, input_text, tokenizer, chat, prefill)) <= max_prompt_tokens
+    def fits(texts: list[str], input_text: str) -> bool:  # the budget counts the BOS scoring puts first (Gemma's)
+        return _n_scored(tokenizer, _render(texts, input_text, tokenizer, chat, prefill)) <= max_prompt_tokens
 
     input_text, truncated = example.input, False
     if not fits([], input_text):
