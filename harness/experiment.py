@@ -168,6 +168,18 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     return setup, run
 
 
+def framing_depends(cfg: StudyConfig) -> dict:
+    """The settings the framing choice depends on (its artefact's key)."""
+    return cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
+                      "max_prompt_tokens", "chat", "min_new_tokens")
+
+
+def reference_depends(cfg: StudyConfig, framing: str) -> dict:
+    """The settings the mean reference depends on (its artefact's key), with the framing ``auto`` resolved to."""
+    return cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
+                      "max_prompt_tokens", "max_target_tokens", "chat") | {"framing": framing}
+
+
 def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
     """The framing under which the model continues the text most often: greedy no-profile generations on the
     discovery examples under each framing, scored by ``metrics.continues_text`` (an artefact; the shares are kept)."""
@@ -181,9 +193,7 @@ def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
                              sampling=setup.sampling, remote=setup.remote)
             shares[framing] = sum(continues_text(t, e.lead) for t, e in zip(texts, setup.split.discovery)) / len(texts)
         return {"shares": shares, "chosen": max(FRAMINGS, key=lambda f: shares[f])}  # ties: the first (prefill)
-    depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                         "max_prompt_tokens", "chat", "min_new_tokens")
-    saved = run.artifact("framing_choice", depends, compute)
+    saved = run.artifact("framing_choice", framing_depends(cfg), compute)
     log.info("framing: %s (share of discovery generations that continue the text: %s)", saved["chosen"],
              ", ".join(f"{f} {v:.2f}" for f, v in saved["shares"].items()))
     return saved["chosen"]
@@ -197,9 +207,7 @@ def mean_reference(setup: Setup, run: Run, cfg: StudyConfig) -> Reference:
     def compute() -> dict:
         ref = head_means(setup.model, [setup.tokenized(i, "own").ids[None] for i in ids], remote=setup.remote)
         return {"values": {str(k): v for k, v in ref.values.items()}, "n_tokens": ref.n_tokens, "example_ids": ids}
-    depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                         "max_prompt_tokens", "max_target_tokens", "chat") | {"framing": setup.framing}
-    saved = run.artifact("mean_reference", depends, compute)
+    saved = run.artifact("mean_reference", reference_depends(cfg, setup.framing), compute)
     assert_not_used_for_ranking(saved["example_ids"], [e.example_id for e in setup.split.evaluation])
     return Reference("mean", {int(k): torch.tensor(v) for k, v in saved["values"].items()}, saved["n_tokens"],
                      source=f"mean over {len(ids)} discovery examples", meta={"example_ids": saved["example_ids"]})

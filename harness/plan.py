@@ -168,12 +168,41 @@ def unit(name: str) -> Callable:
     return deco
 
 
+def loans(x: Inputs) -> dict[str, Any]:
+    """What sibling runs of the same seed would lend a local run (``Run.artifact``, ``Run.adopt``): ``framing`` and
+    ``mean_reference`` (the lending folder) and ``clean_losses`` (key -> lending folder); a remote run borrows
+    nothing."""
+    from .experiment import framing_depends, reference_depends
+    from .runs import sibling_artifact, sibling_folders, sibling_rows, slug
+    from .signal import CLEAN_LOSS_FIELDS
+
+    if "loans" in x.memo:
+        return x.memo["loans"]
+    cfg, out = x.cfg, {}
+    if not cfg.remote or cfg.remote.strip().lower() in ("false", "local"):
+        siblings = sibling_folders(Path(cfg.results) / slug(cfg.model) / slug(cfg.data) / cfg.folder())
+        framing = cfg.framing
+        lent = sibling_artifact(siblings, "framing_choice", framing_depends(cfg)) if framing == "auto" else None
+        if lent is not None:
+            out["framing"], framing = lent.parent.parent.name, json.loads(lent.read_text())["value"]["chosen"]
+        lent = sibling_artifact(siblings, "mean_reference",
+                                reference_depends(cfg, "prefill" if framing == "auto" else framing))
+        if lent is not None:
+            out["mean_reference"] = lent.parent.parent.name
+        need = {f"{e.example_id}|{c}" for e in x.split.discovery + x.split.evaluation for c in cfg.conditions}
+        rows = sibling_rows(siblings, "clean_losses", cfg.numbers_config(), CLEAN_LOSS_FIELDS)
+        out["clean_losses"] = {k: lender for k, (_, lender) in rows.items() if k in need}
+    x.memo["loans"] = out
+    return out
+
+
 @unit("framing")
 def _framing(x: Inputs) -> list[Work]:
-    """experiment.choose_framing: greedy no-profile generations of the discovery examples under each framing."""
+    """experiment.choose_framing: greedy no-profile generations of the discovery examples under each framing (none
+    when a sibling run lends its choice)."""
     from .data.prompts import FRAMINGS
 
-    if x.cfg.framing != "auto":
+    if x.cfg.framing != "auto" or "framing" in loans(x):
         return []
     lens = [x.lengths(e.example_id, "none")[0] for e in x.split.discovery]
     n, once = len(FRAMINGS), decoding(lens, GENERATE_BATCH, FRAMING_TOKENS)
@@ -183,7 +212,7 @@ def _framing(x: Inputs) -> list[Work]:
 @unit("mean_reference")
 def _mean_reference(x: Inputs) -> list[Work]:
     """experiment.mean_reference -> ablation.head_means: one session over the discovery own-profile inputs."""
-    if x.cfg.mode != "mean":
+    if x.cfg.mode != "mean" or "mean_reference" in loans(x):
         return []
     lens = [sum(x.lengths(e.example_id, "own")) for e in x.split.discovery]
     return [Work(f"mean reference: {len(lens)} discovery inputs", 1, len(lens), 0, sum(lens))]
@@ -191,11 +220,17 @@ def _mean_reference(x: Inputs) -> list[Work]:
 
 @unit("clean_losses")
 def _clean_losses(x: Inputs) -> list[Work]:
-    """signal.clean_losses: one clean ablated_losses call (all positions) per example and prompt variant."""
-    items = [(e.example_id, c) for e in x.split.discovery + x.split.evaluation for c in x.cfg.conditions]
+    """signal.clean_losses: one clean ablated_losses call (all positions) per example and prompt variant that no
+    sibling run lends."""
+    lent = loans(x).get("clean_losses", {})
+    items = [(e.example_id, c) for e in x.split.discovery + x.split.evaluation for c in x.cfg.conditions
+             if f"{e.example_id}|{c}" not in lent]
+    if not items:
+        return []
     tokens = sum(sum(x.lengths(i, c)) for i, c in items)
-    return [Work(f"signal: clean losses, {len(items) // len(x.cfg.conditions)} examples x "
-                 f"{len(x.cfg.conditions)} variants", len(items), len(items), 0, tokens)]
+    what = (f"signal: clean losses, {len(items) // len(x.cfg.conditions)} examples x {len(x.cfg.conditions)} "
+            "variants" if not lent else f"signal: clean losses, {len(items)} (example, variant) pairs not lent")
+    return [Work(what, len(items), len(items), 0, tokens)]
 
 
 def _pcs(x: Inputs, items: Sequence[tuple[str, str]], estimator: str, what: str) -> Work:
@@ -579,6 +614,15 @@ def _facts(p: Plan) -> list[str]:
         state = (f"holds another configuration: a run would be refused ({'; '.join(changed)})" if changed else
                  "holds this configuration: a run resumes and skips its checkpointed work (counted here: all of it)")
     lines.append(f"results    {root} ({state}; --plan writes nothing)")
+    if x is not None and "clean_losses" in units:
+        lent = loans(x)
+        what = [f"{len(lent['clean_losses'])} clean losses"] if lent.get("clean_losses") else []
+        what += [f"the {name.replace('_', ' ')}" for name in ("framing", "mean_reference") if name in lent]
+        if what:
+            lenders = sorted({lent[n] for n in ("framing", "mean_reference") if n in lent}
+                             | set(lent.get("clean_losses", {}).values()))
+            lines.append(f"lent       {', '.join(what)}, by sibling runs ({', '.join(lenders)}): a run takes them "
+                         "instead of measuring them (not counted below)")
     return lines
 
 

@@ -244,13 +244,9 @@ class Run:
 
         path = self.root / "artifacts" / f"{name}.{config_hash(depends)}.json"
         if not path.exists():
-            for sibling in self.siblings():
-                lent = sibling / "artifacts" / path.name
-                if lent.exists():
-                    saved = json.loads(lent.read_text())
-                    if saved.get("depends") == json.loads(json.dumps(depends, default=_jsonable)):
-                        write_json(path, {**saved, "lent_by": sibling.name})  # the loan is recorded in the file
-                        break
+            lent = sibling_artifact(self.siblings(), name, depends)
+            if lent is not None:  # the loan is recorded in the file
+                write_json(path, {**json.loads(lent.read_text()), "lent_by": lent.parent.parent.name})
         if path.exists():
             return json.loads(path.read_text())["value"]
         value = json.loads(json.dumps(compute(), default=_jsonable))
@@ -276,37 +272,17 @@ class Run:
         ``seed0/ablation_comparison``) whose units this run may take instead of recomputing them. A folder whose
         manifest records a remote run is left out, and a remote run (``borrow`` off) has none: one backend's numbers
         are never mixed into another's."""
-        out: list[Path] = []
-        if not self.borrow:
-            return out
-        for folder in sorted(p for p in self.root.parent.iterdir() if p.is_dir() and p != self.root):
-            if (folder / "config.json").exists() and not _ran_remotely(folder):
-                out.append(folder)
-        return out
+        return sibling_folders(self.root) if self.borrow else []
 
     def adopt(self, name: str, fields: Sequence[str]) -> int:
-        """Copy into checkpoint ``name`` the rows that sibling runs hold in their checkpoint of that name when their
-        numbers config agrees with this one on ``fields`` (the settings those rows depend on, e.g. the clean losses'
-        model, data, split and prompt settings); rows this run already has are kept. The siblings' files are only
-        read (a torn last line there is skipped, not repaired); each adopted row records ``lent_by`` (the sibling's
-        folder), so a resumed or killed run still knows what it did not compute. Returns the rows adopted."""
-        from .config import config_hash
-
-        ck, mine, adopted = self.checkpoint(name), {f: self.config.get(f) for f in fields}, 0
-        for sibling in self.siblings():
-            config = json.loads((sibling / "config.json").read_text())
-            if any(f not in config for f in fields) or {f: config[f] for f in fields} != mine:
-                continue
-            lent = sibling / "checkpoints" / f"{name}.{config_hash(config)}.jsonl"
-            if not lent.exists():
-                continue
-            for line in lent.read_text().split("\n")[:-1]:  # a torn last line has no newline: left out
-                with contextlib.suppress(json.JSONDecodeError):
-                    rec = json.loads(line)
-                    if isinstance(rec, dict) and "key" in rec and rec["key"] not in ck:
-                        ck.add(rec["key"], **{k: v for k, v in rec.items() if k not in ("key", "lent_by")},
-                               lent_by=sibling.name)
-                        adopted += 1
+        """Copy into checkpoint ``name`` the rows that sibling runs lend (:func:`sibling_rows`); rows this run
+        already has are kept. Each adopted row records ``lent_by`` (the sibling's folder), so a resumed or killed run
+        still knows what it did not compute. Returns the rows adopted."""
+        ck, adopted = self.checkpoint(name), 0
+        for key, (rec, lender) in sibling_rows(self.siblings(), name, self.config, fields).items():
+            if key not in ck:
+                ck.add(key, **{k: v for k, v in rec.items() if k not in ("key", "lent_by")}, lent_by=lender)
+                adopted += 1
         self._opened[name] = (ck, self._opened[name][1] + adopted)  # adopted rows are not rows this run computed
         return adopted
 
@@ -343,6 +319,51 @@ class Run:
             **(extra or {}),
         }
         return write_json(path, info)
+
+
+def sibling_folders(root: Path) -> list[Path]:
+    """The run folders beside ``root`` (which need not exist yet) that may lend it units: each holds a
+    ``config.json`` and no manifest of a remote run."""
+    parent = Path(root).parent
+    if not parent.is_dir():
+        return []
+    return [folder for folder in sorted(p for p in parent.iterdir() if p.is_dir() and p != Path(root))
+            if (folder / "config.json").exists() and not _ran_remotely(folder)]
+
+
+def sibling_artifact(siblings: Iterable[Path], name: str, depends: dict) -> Path | None:
+    """The first sibling's file of artefact ``name`` computed under ``depends`` (:meth:`Run.artifact`), or None."""
+    from .config import config_hash
+
+    want = json.loads(json.dumps(depends, default=_jsonable))
+    for sibling in siblings:
+        lent = sibling / "artifacts" / f"{name}.{config_hash(depends)}.json"
+        if lent.exists() and json.loads(lent.read_text()).get("depends") == want:
+            return lent
+    return None
+
+
+def sibling_rows(siblings: Iterable[Path], name: str, config: dict, fields: Sequence[str]) -> dict[str, tuple]:
+    """The rows of checkpoint ``name`` held by the ``siblings`` (run folders, :meth:`Run.siblings`) whose numbers
+    config agrees with ``config`` on ``fields`` (the settings those rows depend on, e.g. the clean losses' model,
+    data, split and prompt settings): key -> (record, the lending folder's name), the first lender's row for each
+    key. The files are only read: a torn last line (a run killed, or still writing) is left out, not repaired."""
+    from .config import config_hash
+
+    mine, out = {f: config.get(f) for f in fields}, {}
+    for sibling in siblings:
+        theirs = json.loads((sibling / "config.json").read_text())
+        if any(f not in theirs for f in fields) or {f: theirs[f] for f in fields} != mine:
+            continue
+        lent = sibling / "checkpoints" / f"{name}.{config_hash(theirs)}.jsonl"
+        if not lent.exists():
+            continue
+        for line in lent.read_text().split("\n")[:-1]:  # a torn last line has no newline: left out
+            with contextlib.suppress(json.JSONDecodeError):
+                rec = json.loads(line)
+                if isinstance(rec, dict) and "key" in rec and rec["key"] not in out:
+                    out[rec["key"]] = (rec, sibling.name)
+    return out
 
 
 def _ran_remotely(folder: Path) -> bool:

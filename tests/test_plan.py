@@ -140,7 +140,8 @@ def test_plan_of_every_study_on_a_local_model_prints_its_work_and_writes_nothing
 
 def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_path, monkeypatch):
     """Each study run through nnsight's serialization check sends exactly the planned requests, and at most the
-    planned forwards (generations may stop early)."""
+    planned forwards (generations may stop early); a study after the signal run borrows its clean losses, and its plan
+    counts none."""
     from harness.models import load_model
     from harness.remote import remote_job_counter
 
@@ -159,6 +160,8 @@ def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_p
             argv = args + EXTRA[study]
             plan = study_plan(CONFIGS[study].from_argv(argv))
             remote = [w for w in plan.work if not w.local_only]
+            if study != "signal":  # the signal run of the same seed lends its clean losses and framing choice
+                assert not any(w.what.startswith(("signal: clean losses", "framing")) for w in remote), study
             forwards.clear()
             with remote_job_counter() as count:
                 STUDIES[study].main(argv)
