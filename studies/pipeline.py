@@ -20,6 +20,12 @@ from harness.plan import print_plan
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
 
 log = logging.getLogger("harness")
+# The null of a secondary ablation design (every design after the first): 20 layer-matched random sets per named set,
+# 5 at the other k, 4 unmatched and 40 damage-matched, against the full preset's 100 / 10 / 10 / 200. An all-position
+# ablation runs every set over the whole prompt (the primary, target-position design runs the prompt once per
+# example), so the full null is 4x the work (--plan, SmolLM2 on conventions2012: 32.3 M against 8.2 M tokens); null
+# percentiles come in 5-point steps. Explicit flags after -- still win.
+SECONDARY_NULL = ["--n-random", "20", "--n-random-other", "5", "--n-unmatched", "4", "--n-damage", "40"]
 STAGES = {"pcs": pcs_ranking.main, "ablation": ablation_comparison.main, "dps": dps_decoding.main}
 CONFIGS = {"pcs": pcs_ranking.RankingConfig, "ablation": ablation_comparison.AblationConfig,
            "dps": dps_decoding.DPSConfig}
@@ -37,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--designs", nargs="+", default=None,
                     help="ablation designs (mode/positions) for the ranking and ablation stages; DPS runs on the "
                          "first (default: the FV-style primary design mean/target, then for the full preset also the "
-                         "all-position zero ablation of prior code, zero/all)")
+                         "all-position zero ablation of prior code, zero/all, whose ablation stage runs a smaller "
+                         "null: SECONDARY_NULL)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="split seeds: each repeats split -> ranking -> evaluation; with several, studies.seeds "
                          "summarizes the overlap across seeds and the pooled estimate")
@@ -55,11 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"--seeds has duplicates: {args.seeds}")
 
-    def stage_argv(data: str, seed: int, mode: str, positions: str) -> list[str]:
+    def stage_argv(data: str, seed: int, mode: str, positions: str, stage: str = "") -> list[str]:
+        secondary = stage == "ablation" and [mode, positions] != designs[0]
         return ["--preset", args.preset, "--model", args.model, "--data", data, "--results", results, "--seed",
-                str(seed), "--mode", mode, "--positions", positions, *extra]
+                str(seed), "--mode", mode, "--positions", positions, *(SECONDARY_NULL if secondary else []), *extra]
     if args.plan or "--plan" in extra:  # every stage's config, counted together (one draw, one calibration)
-        return print_plan(*[CONFIGS[stage].from_argv(stage_argv(data, seed, mode, positions))
+        return print_plan(*[CONFIGS[stage].from_argv(stage_argv(data, seed, mode, positions, stage))
                             for data in args.data for seed in args.seeds for i, (mode, positions) in enumerate(designs)
                             for stage in ["pcs", "ablation", "dps"]
                             if stage in args.stages and (stage != "dps" or i == 0)])
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                     for stage in [s for s in ["pcs", "ablation", "dps"] if s in args.stages and (s != "dps" or i == 0)]:
                         log.info("== %s on %s, seed %d (%s preset, %s ablation at %s positions) ==", stage, data, seed,
                                  args.preset, mode, positions)
-                        STAGES[stage](stage_argv(data, seed, mode, positions))
+                        STAGES[stage](stage_argv(data, seed, mode, positions, stage))
             if len(args.seeds) > 1 and {"pcs", "ablation"} <= set(args.stages):
                 for mode, positions in designs:
                     seeds.main(["--preset", args.preset, "--model", args.model, "--data", data, "--results", results,

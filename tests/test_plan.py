@@ -111,6 +111,20 @@ def test_pipeline_plan_sums_its_stages_and_writes_nothing(tmp_path, capsys):
     assert "pipeline total" in out and not results.exists()
 
 
+def test_full_pipeline_plans_the_secondary_design_with_the_smaller_null(tmp_path, capsys):
+    results = tmp_path / "results"
+    pipeline.main(["--preset", "full", "--model", "llama-3.1-8b", "--results", str(results), "--plan", "--stages",
+                   "ablation"])
+    out = capsys.readouterr().out
+    primary, secondary = out.split("plan: ablation_comparison")[1:]
+    assert "mean at target positions" in primary and "zero at all positions" in secondary
+    count = lambda text: int(text.split("head sets  ")[1].split()[0])  # noqa: E731
+    alone = planned(ablation_comparison, ["--preset", "full", "--model", "llama-3.1-8b", "--results", str(results),
+                                          "--mode", "zero", "--positions", "all", *pipeline.SECONDARY_NULL], capsys)
+    assert count(secondary) == count(alone) and count(primary) > 3 * count(secondary)
+    assert not results.exists()
+
+
 def test_plan_requests_grow_with_examples_not_heads(tmp_path):
     argv = ["--preset", "quick", "--model", "llama-3.1-8b", "--results", str(tmp_path)]
     small, large = (study_plan(pcs_ranking.RankingConfig.from_argv(argv + ["--n", str(n)])).total for n in (12, 24))
