@@ -1,7 +1,7 @@
 """The whole study: PCS ranking -> ablation comparison -> DPS decoding, then the paper's tables and figures.
 
     python -m studies.pipeline --preset quick                      # minutes on 2 CPU cores (README's main command)
-    python -m studies.pipeline --preset full --data conventions2012 debates2016   # the committed results
+    python -m studies.pipeline --preset full --data conventions2012               # the committed results
 
 Each stage is resumable (its own checkpoints); a rerun skips finished work. Extra flags after ``--`` go to every
 stage (e.g. ``-- --remote ndif --model meta-llama/Llama-3.1-8B``).
