@@ -143,15 +143,21 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+OUTPUT_PATHS = ("results", "paper/generated", "paper/main.pdf")  # what studies write into the checkout: not code
+
+
 def git_commit() -> dict:
-    """Commit hash of the harness checkout and whether the tree had uncommitted changes."""
+    """Commit hash of the harness checkout and whether the tree had uncommitted changes to anything but the outputs
+    studies write into it (``OUTPUT_PATHS``: a study that rewrote ``results/summary.md`` leaves the code as
+    committed, so the next study of a chain still runs from a clean commit)."""
     def run(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
     return {"commit": run("rev-parse", "HEAD") or "unknown",
-            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+            "dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", ".",
+                              *(f":(exclude){p}" for p in OUTPUT_PATHS)))}
 
 
 def versions() -> dict:

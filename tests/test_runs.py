@@ -359,3 +359,20 @@ def test_a_sibling_lends_an_artefact_with_the_same_settings_and_it_is_not_recomp
     assert second.artifact("mean_reference", {"seed": 0, "k": 2}, compute) == {"mean": 0.5} and len(calls) == 1
     assert list(second.reused()) == [f"artifacts/{next((first.root / 'artifacts').iterdir()).name}"]
     assert second.artifact("mean_reference", {"seed": 0, "k": 3}, compute) == {"mean": 0.5} and len(calls) == 2
+
+
+def test_a_checkout_is_dirty_for_changed_code_not_for_the_outputs_studies_write(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "harness.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.md").write_text("old\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(runs, "REPO", tmp_path)
+    assert runs.git_commit()["dirty"] is False
+    (tmp_path / "results" / "summary.md").write_text("rewritten by a study\n")
+    assert runs.git_commit()["dirty"] is False
+    (tmp_path / "harness.py").write_text("x = 2\n")
+    assert runs.git_commit()["dirty"] is True
