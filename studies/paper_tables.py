@@ -137,6 +137,26 @@ def _ablation_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path
             out[macro_name(*tag, r["set"], "damage near")] = _count(r["n_near_damage"])
 
 
+def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
+    """A DPS run: each generation method's metrics (``methods``), on a planted corpus each method's marker rate per
+    group of users (``marker_rate_by_method``), and DPS against the best baseline (``dps_vs_best_baseline``)."""
+    methods = pd.read_csv(folder / "methods.csv")
+    metrics = [c for c in methods.columns if f"{c}_ci" in methods.columns]
+    for _, r in methods.iterrows():
+        for metric in metrics:
+            _with_ci(out, (*tag, r["generation"], metric), r[metric], r[f"{metric}_ci"])
+    if (folder / "marker_rate_by_method.csv").exists():
+        for _, r in pd.read_csv(folder / "marker_rate_by_method.csv").iterrows():
+            _with_ci(out, (*tag, r["group"], r["generation"], "marker"), r["marker_rate"], r["marker_rate_ci"])
+    best = folder / "dps_vs_best_baseline.csv"
+    if best.exists():
+        for _, r in pd.read_csv(best).iterrows():
+            base = (*tag, r["name"], "vs best", r["outcome"])
+            _with_ci(out, base, r["mean_diff"], r["ci"])
+            out[macro_name(*base, "pholm")] = _p_number(r["p_holm"])
+            out[macro_name(*base, "mde")] = _num(r["mde"])
+
+
 def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
     for _, r in pd.read_csv(folder / "signal_by_family.csv").iterrows():
         base = (*tag, r["family"], r["group"], r["gain"])
@@ -174,7 +194,7 @@ def v2_numbers(results: Path) -> dict[str, Number]:
     its value (for the claims, :mod:`harness.claims`) and its printed text (for ``macros.tex``).
 
     Names are ``<Model><Data>[Seed<k>]<what>``; an ablation run's design is part of its name (``Abl`` for the
-    primary mean/target design, ``AblZeroAll`` for ``ablation_comparison-zero-all``).
+    primary mean/target design, ``AblZeroAll`` for ``ablation_comparison-zero-all``; ``Dps`` for the DPS run).
     """
     out: dict[str, Number] = _Once()
     for model_dir in sorted(p for p in results.iterdir() if p.is_dir()) if results.exists() else []:
@@ -190,6 +210,8 @@ def v2_numbers(results: Path) -> dict[str, Number]:
                     if name.startswith("ablation_comparison") and (folder / "set_summary.csv").exists():
                         design = name.removeprefix("ablation_comparison").strip("-")
                         _ablation_numbers(out, (*tag, "abl", *design.split("-")), folder)
+                    elif name == "dps_decoding" and (folder / "methods.csv").exists():
+                        _dps_numbers(out, (*tag, "dps"), folder)
                     elif name == "known_answer":
                         _known_answer_numbers(out, tag, folder)
     return dict(out)
@@ -218,6 +240,9 @@ TABLES = {  # study-relative results file -> caption (v2 runs; the appendix of t
     "dps_decoding/methods.tex": "Generation by method (evaluation users; user-clustered 95\\% CI).",
     "dps_decoding/dps_vs_best_baseline.tex": "DPS variants against the best baseline, chosen on discovery users "
                                              "(paired; Holm).",
+    "dps_decoding/marker_rate_by_method.tex": "Planted-preference users: share of each generated text's "
+                                              "opportunities that follow the user's rule, by method (controls: a "
+                                              "rule they were not given).",
 }
 FIGURES = {
     "ablation_comparison/damage_matched.png": "Specific gain lost against generic damage: random sets of many sizes "
