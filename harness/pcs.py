@@ -2,7 +2,8 @@
 
 ``PCS(h) = E_x[L(M without h; x) - L(M; x)]`` with the profile in the prompt; the *profile-contrast* PCS subtracts
 the same difference measured on the no-profile twin of the prompt, isolating what the head does with the profile.
-L is the mean token NLL of the gold output.
+L is the mean token NLL of the gold output. Per-example effects per prompt variant and the families built from
+them (PCS, profile-contrast and user-specific PCS) are ``harness.ranking``'s ``ConditionEffects`` and head scorers.
 
 Exact scores batch many heads into one forward (one head set per batch row) and reuse the clean computation below
 the first ablated layer: an ablation at layer l cannot change layers < l, so those blocks are skipped and fed their
@@ -265,31 +266,3 @@ def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", r
     return float(clean_loss[0]), deltas.detach().cpu()
 
 
-@dataclass
-class PCSScores:
-    """Per-example head effects with and without the profile; PCS and contrast PCS are their means."""
-
-    example_ids: list[str]
-    user_ids: list[str]
-    with_profile: torch.Tensor  # [n_examples, n_layers, n_heads] loss increase under ablation, profile in prompt
-    without_profile: torch.Tensor  # same on the no-profile twin
-    clean_with: torch.Tensor  # [n_examples] clean loss with profile
-    clean_without: torch.Tensor  # [n_examples]
-
-    @property
-    def pcs(self) -> torch.Tensor:
-        return self.with_profile.mean(0)
-
-    @property
-    def contrast(self) -> torch.Tensor:
-        """Per-example profile-contrast effects: effect with the profile minus effect without it."""
-        return self.with_profile - self.without_profile
-
-    @property
-    def contrast_pcs(self) -> torch.Tensor:
-        return self.contrast.mean(0)
-
-    @property
-    def profile_gain(self) -> torch.Tensor:
-        """How much the profile lowers the gold loss, per example (positive = the profile helps)."""
-        return self.clean_without - self.clean_with

@@ -6,7 +6,7 @@ import torch
 from harness.ablation import head_means
 from harness.arch import shape_of
 from harness.heads import Head, HeadSet, all_heads, top_heads
-from harness.pcs import PCSScores, encode, head_attributions, head_effects
+from harness.pcs import encode, head_attributions, head_effects
 from reference_hooks import hooked_ablation
 
 PROMPT = "The user writes about gardening and tomatoes. Write a note:"
@@ -113,15 +113,6 @@ def test_attribution_runs_with_frozen_weights(tiny64):
     assert not any(p.requires_grad for p in tiny64._module.parameters())
     _, est = head_attributions(tiny64, encode(tiny64.tokenizer, PROMPT, TARGET))
     assert est.shape == (3, 4) and torch.isfinite(est).all() and est.abs().sum() > 0
-
-
-def test_pcs_scores_aggregate_per_example_effects():
-    w = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]]])
-    wo = torch.tensor([[[0.5, 2.0]], [[1.0, 5.0]]])
-    s = PCSScores(["a", "b"], ["u", "v"], w, wo, torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.0]))
-    assert torch.equal(s.pcs, torch.tensor([[2.0, 3.0]]))
-    assert torch.equal(s.contrast_pcs, torch.tensor([[1.25, -0.5]]))
-    assert torch.equal(s.profile_gain, torch.tensor([0.5, 0.0]))
 
 
 def test_top_heads_orders_by_score_and_can_exclude():
