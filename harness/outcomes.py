@@ -171,6 +171,31 @@ def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[st
     return out
 
 
+def matched_null_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[str], *, n_boot: int,
+                         seed: int) -> list[dict]:
+    """Per named family at ``k`` that has a layer-matched random null: the null's own effect, as ``set_summary``
+    gives a named set's (the per-example mean over its random sets; user-clustered CI, Wilcoxon p vs 0, MDE), in a
+    row whose set is ``random:<family>``: what ablating that many heads on those layers does by itself."""
+    out = []
+    for fam in families:
+        rand = frame[(frame.k == k) & (frame.family == "random_matched") & (frame.matched_to == fam)]
+        if rand.empty:
+            continue
+        per_example = rand.groupby(["example_id", "user_id"], sort=True)[outcome].mean().reset_index()
+        v, users = per_example[outcome].to_numpy(), per_example.user_id.to_numpy()
+        user_means = pd.Series(v).groupby(users).mean()
+        few = user_means.size < stats.MIN_USERS_FOR_CI
+        lo, hi = (float(user_means.min()), float(user_means.max())) if few else \
+            stats.bootstrap_ci(v, clusters=users, n_boot=n_boot, seed=seed)
+        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, "mean": float(v.mean()), "ci": (lo, hi),
+                    "d_z": stats.cohens_dz(v), "p_wilcoxon": stats.wilcoxon_p(v, clusters=users),
+                    "mde": stats.mde_of_pairs(v, users, n_tests=len(families)), "null_percentile": float("nan"),
+                    "p_null": float("nan"), "null_matched_to": f"{fam}@{k}",
+                    "n_random_sets": int(rand["set"].nunique()),
+                    "interval": stats.RANGE_LABEL if few else stats.CI_LABEL})
+    return out
+
+
 def damage_matched(frame: pd.DataFrame, families: Sequence[str], k: int, *, outcome: str = "specific_gain_lost",
                    damage: str = "generic_damage", window: float = 0.25) -> tuple[list[dict], pd.DataFrame]:
     """Does a named set remove more of ``outcome`` than its ``damage`` predicts? Over the ``random_damage`` sets (mean

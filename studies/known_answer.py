@@ -10,7 +10,8 @@ DPS studies with the same preset and design; run them first) and writes ``result
 - ``gain_removed_by_family``: on planted users, the specific gain each family's top-k removes (``specific_gain_lost``)
   and the profile gain it removes (``gain_lost``: for ``case``, whose donors mostly write lowercase too, the planted
   signal is the profile gain), each with its interval, its share of the planted gain and its place in the
-  layer-matched null;
+  layer-matched null; and the same for each family's layer-matched random sets (set ``random:<family>``, the mean
+  over its random sets per example), the share that many heads on those layers remove by themselves;
 - ``dps_marker_by_family``: DPS against each baseline on the planted users' marker rate;
 - ``overlap_across_families``: for each head family, the top-k Jaccard between planted families, and the heads that
   every abstract family (lexicon, spelling, case) shares.
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> Run:
                  "gain_lost": float((gain.loss_none - gain.loss_own).mean())}  # is a share of
         kmax = max(k for k in rankings[fam].sets[rankings[fam].families[0]])
         for outcome, total in clean.items():
-            for row in outcomes.set_summary(mine, outcome, kmax, rankings[fam].families, **stat):
+            families = rankings[fam].families
+            for row in outcomes.set_summary(mine, outcome, kmax, families, **stat) + \
+                    outcomes.matched_null_summary(mine, outcome, kmax, families, **stat):
                 removed.append({"family": fam, **row, "planted_gain": total,
                                 "share": row["mean"] / total if total else float("nan")})
     tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),

@@ -172,3 +172,11 @@ def test_damage_matched_residual_and_percentile_among_sets_of_similar_damage():
         pytest.approx(0.3)
     assert r["percentile_near_damage"] == 100.0 and r["n_near_damage"] == 5  # damages within 0.75..1.25
     assert len(cloud) == 20
+
+
+def test_matched_null_summary_is_the_random_sets_own_effect_per_family_that_has_one():
+    rows = outcomes.matched_null_summary(_table(), "nll_increase", 2, ["pcs", "retrieval"], n_boot=500, seed=0)
+    assert [r["set"] for r in rows] == ["random:pcs"]  # retrieval drew no matched null in this table
+    (r,) = rows
+    assert r["mean"] == pytest.approx(0.2) and r["n_random_sets"] == 3 and r["null_matched_to"] == "pcs@2"
+    assert r["interval"] == stats.RANGE_LABEL and r["ci"] == pytest.approx((0.2, 0.2))  # 4 users: the range

@@ -56,6 +56,7 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
     assert set(sig.family) == {"case", "lexicon"} and set(sig.group) == {"planted", "control"}
     removed = pd.read_csv(run.path("gain_removed_by_family.csv"))
     assert set(removed.family) == {"case", "lexicon"} and set(removed["set"]) >= {"specific_pcs", "retrieval"}
+    assert "random:specific_pcs" in set(removed["set"])  # what the heads' layer-matched random sets remove
     # the share is the mean gain lost over the planted users' clean specific gain, from the same run's losses
     losses = pd.read_csv(runs["case"]["ablation"].path("signal_losses.csv"))
     planted = losses[(losses.group == "planted") & (losses.split == "evaluation")]
