@@ -178,6 +178,8 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
         base = (*tag, r["family"], r["name"], "vs", r["baseline"], "marker")
         _with_ci(out, base, r["mean_diff"], r["ci"])
         out[macro_name(*base, "pholm")] = _p_number(r["p_holm"])
+        if "mde" in r:
+            out[macro_name(*base, "mde")] = _num(r["mde"])
 
 
 class _Once(dict):
