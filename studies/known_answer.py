@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> Run:
             dps_rows += [{"family": fam, **r} for r in marker[marker.outcome == "marker_rate"].to_dict("records")]
     tables.write_tables(dps_rows, [("family", "family"), ("name", "generation"), ("baseline", "vs"),
                                    ("mean_a", "marker rate"), ("mean_b", "baseline marker rate"),
-                                   ("mean_diff", "difference"), ("ci", "interval"), ("p_holm", "p (Holm)")],
+                                   ("mean_diff", "difference"), ("ci", "interval"), ("p_holm", "p (Holm)"),
+                                   ("mde", "MDE (80%, Holm)")],
                         run.root, "dps_marker_by_family", caption="planted users; Holm within each family's table")
 
     overlap = []

@@ -55,8 +55,12 @@ DATA_SHORT = {"conventions2012": "Conv", "debates2016": "Deb", "planted-conventi
 
 
 def _ci(text: str) -> tuple[float, float]:
-    low, high = json.loads(text) if isinstance(text, str) else (float("nan"), float("nan"))
-    return float(low), float(high)
+    """An interval as the CSVs write it, ``[low, high]``; ``[, ]`` (no value: e.g. no user had an opportunity) or a
+    missing cell gives NaNs, printed as "--"."""
+    if not isinstance(text, str):
+        return float("nan"), float("nan")
+    low, high = (part.strip() for part in text.strip().strip("[]").split(","))
+    return float(low or "nan"), float(high or "nan")
 
 
 def _num(x: float, digits: int = 3) -> Number:
