@@ -163,18 +163,17 @@ def next_tokens(scores: torch.Tensor, sampling: Sampling, generator: torch.Gener
 
 def encode(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ``input_ids`` and ``attention_mask`` for a batch of texts (causal decoding needs left padding),
-    tokenized as scoring tokenizes them (``pcs.bos_prefix``): no special tokens but the tokenizer's own BOS, and
+    tokenized as scoring tokenizes them (``pcs.scored_ids``): no special tokens but the tokenizer's own BOS, and
     none where a chat template already wrote it out (adding special tokens would give Llama-3.1 and Gemma chat
     prompts a second BOS)."""
-    from .pcs import bos_prefix
+    from .pcs import scored_ids
 
     if not texts:
         raise ValueError("no prompts to decode")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t]
     if bad:
         raise ValueError(f"prompt {bad[0]} is {texts[bad[0]]!r}: every prompt must be a non-empty string")
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    rows = [bos_prefix(tokenizer, r) + r for r in rows]
+    rows = [scored_ids(tokenizer, t) for t in texts]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None and len({len(r) for r in rows}) > 1:

@@ -143,11 +143,10 @@ def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None
     import torch
 
     from .ablation import ablate
-    from .pcs import bos_prefix
+    from .pcs import scored_ids
 
     tok = model.tokenizer
-    ids = tok(prompt, add_special_tokens=False).input_ids
-    ids = torch.tensor([bos_prefix(tok, ids) + ids])  # [1, T]; the tokenizer's own BOS (Gemma's), as scoring has it
+    ids = torch.tensor([scored_ids(tok, prompt)])  # [1, T]; the tokenizer's own BOS (Gemma's), as scoring has it
     rows = len(head_sets)
     with model.generate(max_new_tokens=max_new_tokens, min_new_tokens=min(min_new_tokens, max_new_tokens),
                         do_sample=False, pad_token_id=tok.eos_token_id, remote=remote) as tracer:

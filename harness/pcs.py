@@ -18,6 +18,7 @@ whole sequence instead and gives the same losses.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -66,6 +67,22 @@ class TokenizedInput:
         return {"all": None, "target": self.target_positions, "profile": slice(*self.profile)}[where]
 
 
+_ADDS_BOS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts its BOS first when it adds special tokens (asked once per tokenizer: the answer is
+    needed for every prompt, and inside the prompt budget's search)."""
+    try:
+        return _ADDS_BOS[tokenizer]
+    except KeyError:
+        pass
+    except TypeError:  # a tokenizer that cannot be weakly referenced: ask every time
+        return tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
+    adds = _ADDS_BOS[tokenizer] = tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
+    return adds
+
+
 def bos_prefix(tokenizer: Any, ids: Sequence[int]) -> list[int]:
     """``[bos]`` when the tokenizer starts every sequence with a BOS token of its own (Gemma, the base Llamas) and
     ``ids`` (tokenized without special tokens) do not start with it already, as a chat template that writes it out
@@ -74,7 +91,14 @@ def bos_prefix(tokenizer: Any, ids: Sequence[int]) -> list[int]:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None or (len(ids) and ids[0] == bos):
         return []
-    return [bos] if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos] else []
+    return [bos] if _adds_bos(tokenizer) else []
+
+
+def scored_ids(tokenizer: Any, text: str) -> list[int]:
+    """``text``'s token ids as the harness scores and decodes them: no special tokens but the tokenizer's own BOS
+    (``bos_prefix``)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return bos_prefix(tokenizer, ids) + ids
 
 
 def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64,

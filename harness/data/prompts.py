@@ -75,14 +75,6 @@ def _n_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _n_scored(tokenizer: Any, text: str) -> int:
-    """Tokens of a prompt as it is scored and decoded: with the tokenizer's own BOS (``pcs.bos_prefix``)."""
-    from ..pcs import bos_prefix
-
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return len(bos_prefix(tokenizer, ids)) + len(ids)
-
-
 def _profile_block(texts: list[str]) -> str:
     """Numbered profile items under a header; '' when there are none."""
     if not texts:
@@ -139,10 +131,12 @@ def build_prompt(
     ``framing="prefill"`` starts the answer with the example's lead, so the model continues the text (and the gold
     target, then prefixed by a space, is scored as that continuation); "instruction" leaves the answer empty.
     """
+    from ..pcs import scored_ids  # the scoring module (torch, nnsight): imported when a prompt is built
+
     prefill = _prefill(example, framing)
 
     def fits(texts: list[str], input_text: str) -> bool:  # the budget counts the BOS scoring puts first (Gemma's)
-        return _n_scored(tokenizer, _render(texts, input_text, tokenizer, chat, prefill)) <= max_prompt_tokens
+        return len(scored_ids(tokenizer, _render(texts, input_text, tokenizer, chat, prefill))) <= max_prompt_tokens
 
     input_text, truncated = example.input, False
     if not fits([], input_text):
