@@ -41,6 +41,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The settings that fix the drawn examples, the split and each prompt's text (with the framing, where it is chosen):
+# what every prompt-derived artefact is keyed by, with the few settings each adds (experiment.framing_depends,
+# experiment.reference_depends, signal.CLEAN_LOSS_FIELDS, the plan's inputs).
+PROMPT_FIELDS = ("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
+                 "max_prompt_tokens", "chat")
+
 PRIMARY_DESIGN = ("mean", "target")  # function-vector style: the primary ablation design of every study
 
 

@@ -14,7 +14,7 @@ import torch
 
 from .ablation import Reference, head_means
 from .arch import ModelShape
-from .config import ConfigError, StudyConfig
+from .config import PROMPT_FIELDS, ConfigError, StudyConfig
 from .data import (Example, Prompt, Split, assert_not_used_for_ranking, build_prompt, load_examples,
                    split_discovery_evaluation, with_other_user)
 from .data.prompts import FRAMINGS
@@ -24,7 +24,7 @@ from .logs import configure as configure_logging
 from .metrics import continues_text
 from .models import load_model, model_shape
 from .pcs import TokenizedInput, encode
-from .remote import check_deployed, register_harness, require_api_key, resolve_remote, run_with_retry
+from .remote import check_deployed, register_harness, require_api_key, resolve_remote, run_with_retry, runs_here
 from . import signal, tables
 from .runs import Run, write_csv
 
@@ -147,10 +147,10 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     begin(cfg)
-    remote = checked_remote(cfg)  # a missing key or host is an error before anything is written
+    checked_remote(cfg)  # a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
-    run.borrow = not remote or remote == "local"  # sibling runs lend clean losses and artefacts to local runs only
+    run.borrow = runs_here(cfg.remote)  # sibling runs lend clean losses and artefacts to local runs only
     setup = prepare(cfg)
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)
@@ -170,14 +170,12 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
 
 def framing_depends(cfg: StudyConfig) -> dict:
     """The settings the framing choice depends on (its artefact's key)."""
-    return cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                      "max_prompt_tokens", "chat", "min_new_tokens")
+    return cfg.subset(*PROMPT_FIELDS, "min_new_tokens")
 
 
 def reference_depends(cfg: StudyConfig, framing: str) -> dict:
     """The settings the mean reference depends on (its artefact's key), with the framing ``auto`` resolved to."""
-    return cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                      "max_prompt_tokens", "max_target_tokens", "chat") | {"framing": framing}
+    return cfg.subset(*PROMPT_FIELDS, "max_target_tokens") | {"framing": framing}
 
 
 def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:

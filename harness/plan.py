@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .arch import ModelShape, shape_of
-from .config import PRESETS, ConfigError, config_diff
+from .config import PRESETS, PROMPT_FIELDS, ConfigError, config_diff
 
 # How the library calls these (keep in step): experiment.choose_framing and steering.fit_and_choose generate in
 # batches of GENERATE_BATCH, framing probes are FRAMING_TOKENS long; ranking's retrieval scorer decodes
@@ -173,13 +173,14 @@ def loans(x: Inputs) -> dict[str, Any]:
     ``mean_reference`` (the lending folder) and ``clean_losses`` (key -> lending folder); a remote run borrows
     nothing."""
     from .experiment import framing_depends, reference_depends
+    from .remote import runs_here
     from .runs import sibling_artifact, sibling_folders, sibling_rows, slug
     from .signal import CLEAN_LOSS_FIELDS
 
     if "loans" in x.memo:
         return x.memo["loans"]
     cfg, out = x.cfg, {}
-    if not cfg.remote or cfg.remote.strip().lower() in ("false", "local"):
+    if runs_here(cfg.remote):
         siblings = sibling_folders(Path(cfg.results) / slug(cfg.model) / slug(cfg.data) / cfg.folder())
         framing = cfg.framing
         lent = sibling_artifact(siblings, "framing_choice", framing_depends(cfg)) if framing == "auto" else None
@@ -451,9 +452,7 @@ def build_inputs(cfg: Any, families: Sequence[str] | None = None) -> Inputs:
     from .data import load_examples, split_discovery_evaluation
     from .models import SOURCES, hosted_config
 
-    key = json.dumps(cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile",
-                                "retrieval", "max_prompt_tokens", "max_target_tokens", "chat", "framing",
-                                "conditions"))
+    key = json.dumps(cfg.subset(*PROMPT_FIELDS, "max_target_tokens", "framing", "conditions"))
     if key not in _INPUTS:
         config = hosted_config(cfg.model)
         if config is None and cfg.model not in SOURCES and not os.path.isdir(cfg.model):

@@ -63,6 +63,11 @@ def _ndif_host(remote: bool | str | None) -> str | None:
     )
 
 
+def runs_here(remote: bool | str | None) -> bool:
+    """Whether a ``--remote`` value runs on this machine: false, or "local" (nnsight's serialization check)."""
+    return _ndif_host(remote) is None
+
+
 def resolve_remote(remote: bool | str | None) -> bool | str:
     """Turn the study's `remote` switch into nnsight's `remote=` value: False, "local" or the host URL.
 

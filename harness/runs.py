@@ -373,8 +373,10 @@ def sibling_rows(siblings: Iterable[Path], name: str, config: dict, fields: Sequ
 
 
 def _ran_remotely(folder: Path) -> bool:
-    """Whether a run folder's manifest records a command sent to a remote backend (``--remote`` other than false
-    or local, which runs here)."""
+    """Whether a run folder's manifest records a command sent to a remote backend (a ``--remote`` value that does
+    not run here, ``remote.runs_here``)."""
+    from .remote import RemoteSetupError, runs_here
+
     path = folder / "manifest.json"
     if not path.exists():
         return False
@@ -387,7 +389,12 @@ def _ran_remotely(folder: Path) -> bool:
         for i, word in enumerate(words):
             value = word.split("=", 1)[1] if word.startswith("--remote=") else \
                 words[i + 1] if word == "--remote" and i + 1 < len(words) else None
-            if value is not None and value not in ("false", "local"):
+            if value is None:
+                continue
+            try:
+                if not runs_here(value):
+                    return True
+            except RemoteSetupError:  # a value this harness cannot read: not lent
                 return True
     return False
 

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from . import stats
+from .config import PROMPT_FIELDS
 from .metrics import gold_marker_mask, marker_nll
 from .pcs import token_nlls
 
@@ -35,8 +36,7 @@ NO_SIGNAL = ("no measured user-specific signal (gain_specific's CI includes 0): 
 
 # the settings a clean loss depends on: the draw, the split, the prompt (with the framing auto resolves to, itself
 # chosen from generations that depend on min_new_tokens) and the scored gold tokens; not the study or its design
-CLEAN_LOSS_FIELDS = ("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                     "max_prompt_tokens", "max_target_tokens", "chat", "framing", "min_new_tokens")
+CLEAN_LOSS_FIELDS = (*PROMPT_FIELDS, "max_target_tokens", "framing", "min_new_tokens")
 
 
 def clean_losses(setup: Any, run: Any, conditions: Sequence[str]) -> pd.DataFrame:
