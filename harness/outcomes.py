@@ -158,17 +158,24 @@ def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[st
         of = null_of or (fam if null_means(frame, outcome, k, fam).size else families[0])
         null = null_means(frame, outcome, k, of)
         v = wide[f"{fam}@{k}"].to_numpy()
-        user_means = pd.Series(v).groupby(users).mean()
-        few = user_means.size < stats.MIN_USERS_FOR_CI
-        lo, hi = (float(user_means.min()), float(user_means.max())) if few else \
-            stats.bootstrap_ci(v, clusters=users, n_boot=n_boot, seed=seed)
         pct, p_null = stats.null_position(float(v.mean()), null) if null.size else (float("nan"), float("nan"))
-        out.append({"set": fam, "k": k, "outcome": outcome, "mean": float(v.mean()), "ci": (lo, hi),
-                    "d_z": stats.cohens_dz(v), "p_wilcoxon": stats.wilcoxon_p(v, clusters=users),
-                    "mde": stats.mde_of_pairs(v, users, n_tests=len(families)),
-                    "null_percentile": pct, "p_null": p_null, "null_matched_to": f"{of}@{k}",
-                    "interval": stats.RANGE_LABEL if few else stats.CI_LABEL})
+        effect = _effect(v, users, n_tests=len(families), n_boot=n_boot, seed=seed)
+        interval = effect.pop("interval")  # the label goes last, as the tables list it
+        out.append({"set": fam, "k": k, "outcome": outcome, **effect, "null_percentile": pct, "p_null": p_null,
+                    "null_matched_to": f"{of}@{k}", "interval": interval})
     return out
+
+
+def _effect(v: np.ndarray, users: np.ndarray, *, n_tests: int, n_boot: int, seed: int) -> dict:
+    """One set's per-example effects summarized: mean, user-clustered CI (with fewer than ``MIN_USERS_FOR_CI`` users
+    the range of the user means, labelled so), d_z, Wilcoxon p vs 0 and the MDE (80%, Holm over ``n_tests``)."""
+    user_means = pd.Series(v).groupby(users).mean()
+    few = user_means.size < stats.MIN_USERS_FOR_CI
+    lo, hi = (float(user_means.min()), float(user_means.max())) if few else \
+        stats.bootstrap_ci(v, clusters=users, n_boot=n_boot, seed=seed)
+    return {"mean": float(v.mean()), "ci": (lo, hi), "d_z": stats.cohens_dz(v),
+            "p_wilcoxon": stats.wilcoxon_p(v, clusters=users), "mde": stats.mde_of_pairs(v, users, n_tests=n_tests),
+            "interval": stats.RANGE_LABEL if few else stats.CI_LABEL}
 
 
 def matched_null_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[str], *, n_boot: int,
@@ -182,17 +189,12 @@ def matched_null_summary(frame: pd.DataFrame, outcome: str, k: int, families: Se
         if rand.empty:
             continue
         per_example = rand.groupby(["example_id", "user_id"], sort=True)[outcome].mean().reset_index()
-        v, users = per_example[outcome].to_numpy(), per_example.user_id.to_numpy()
-        user_means = pd.Series(v).groupby(users).mean()
-        few = user_means.size < stats.MIN_USERS_FOR_CI
-        lo, hi = (float(user_means.min()), float(user_means.max())) if few else \
-            stats.bootstrap_ci(v, clusters=users, n_boot=n_boot, seed=seed)
-        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, "mean": float(v.mean()), "ci": (lo, hi),
-                    "d_z": stats.cohens_dz(v), "p_wilcoxon": stats.wilcoxon_p(v, clusters=users),
-                    "mde": stats.mde_of_pairs(v, users, n_tests=len(families)), "null_percentile": float("nan"),
+        effect = _effect(per_example[outcome].to_numpy(), per_example.user_id.to_numpy(), n_tests=len(families),
+                         n_boot=n_boot, seed=seed)
+        interval = effect.pop("interval")
+        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, **effect, "null_percentile": float("nan"),
                     "p_null": float("nan"), "null_matched_to": f"{fam}@{k}",
-                    "n_random_sets": int(rand["set"].nunique()),
-                    "interval": stats.RANGE_LABEL if few else stats.CI_LABEL})
+                    "n_random_sets": int(rand["set"].nunique()), "interval": interval})
     return out
 
 
