@@ -16,6 +16,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -86,6 +87,15 @@ def _with_ci(out: dict[str, Number], base: tuple[str, ...], mean: float, ci: str
     out[macro_name(*base, "high")] = _num(high)
 
 
+def _comparison(out: dict[str, Number], base: tuple[str, ...], r: Any) -> None:
+    """A paired comparison's row (``stats.Comparison`` as the tables write it): the difference with its interval,
+    the Holm p and, where the table has one, the MDE."""
+    _with_ci(out, base, r["mean_diff"], r["ci"])
+    out[macro_name(*base, "pholm")] = _p_number(r["p_holm"])
+    if "mde" in r:
+        out[macro_name(*base, "mde")] = _num(r["mde"])
+
+
 def _data_short(name: str) -> str:
     if name in DATA_SHORT:
         return DATA_SHORT[name]
@@ -130,9 +140,7 @@ def _ablation_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path
     if comp.exists():
         for _, r in pd.read_csv(comp).iterrows():
             base = (*tag, r["name"].split("@")[0], "vs", r["baseline"].split("@")[0])
-            _with_ci(out, base, r["mean_diff"], r["ci"])
-            out[macro_name(*base, "pholm")] = _p_number(r["p_holm"])
-            out[macro_name(*base, "mde")] = _num(r["mde"])
+            _comparison(out, base, r)
     dm = folder / "damage_matched.csv"
     if dm.exists():
         for _, r in pd.read_csv(dm).iterrows():
@@ -156,9 +164,7 @@ def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> 
     if best.exists():
         for _, r in pd.read_csv(best).iterrows():
             base = (*tag, r["name"], "vs best", r["outcome"])
-            _with_ci(out, base, r["mean_diff"], r["ci"])
-            out[macro_name(*base, "pholm")] = _p_number(r["p_holm"])
-            out[macro_name(*base, "mde")] = _num(r["mde"])
+            _comparison(out, base, r)
 
 
 def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
@@ -180,10 +186,7 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
     dps = pd.read_csv(folder / "dps_marker_by_family.csv")
     for _, r in dps.iterrows():
         base = (*tag, r["family"], r["name"], "vs", r["baseline"], "marker")
-        _with_ci(out, base, r["mean_diff"], r["ci"])
-        out[macro_name(*base, "pholm")] = _p_number(r["p_holm"])
-        if "mde" in r:
-            out[macro_name(*base, "mde")] = _num(r["mde"])
+        _comparison(out, base, r)
 
 
 class _Once(dict):
