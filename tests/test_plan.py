@@ -42,10 +42,46 @@ def planned(study: Any, argv: list[str], capsys: pytest.CaptureFixture) -> str:
 
 
 def test_scoring_runs_the_prompt_once_at_target_positions_and_the_whole_input_otherwise():
-    # 100 tokens ending in 10 gold ones, 20 sets in batches of 8 (3 batches)
-    assert scoring(100, 10, 20, 8, "target") == (2 + 3, 89 + 10 * 21)  # prompt, clean and 3 batches of gold tokens
-    assert scoring(100, 10, 20, 8, "all") == (1 + 3, 100 * 21)
-    assert scoring(100, 10, 0, 8, "all") == (1, 100)  # a clean loss: one forward
+    # 100 tokens ending in 10 gold ones, 20 sets in batches of 8 (3 batches), none skipping a block (first layer 0)
+    w = scoring(100, 10, [0] * 20, 8, "target", 4)
+    assert (w.forwards, w.tokens, w.skipped) == (2 + 3, 89 + 10 * 21, 0)  # prompt, clean and 3 batches of gold
+    w = scoring(100, 10, [0] * 20, 8, "all", 4)
+    assert (w.forwards, w.tokens, w.skipped) == (1 + 3, 100 * 21, 0)
+    assert (scoring(100, 10, [], 8, "all", 4).forwards, scoring(100, 10, [], 8, "all", 4).tokens) == (1, 100)
+
+
+def test_scoring_subtracts_the_blocks_each_batch_skips_below_its_lowest_layer():
+    # 4 layers; sets sorted by lowest layer [0, 1, 2, 3, 3] in batches of 2: [0, 1] skips 0 blocks, [2, 3] skips 2 of
+    # 4 (rows x seq x 2/4), [3] skips 3 of 4; a set of a layer past the model counts as skipping every block
+    w = scoring(100, 10, [3, 1, 0, 3, 2], 2, "all", 4)
+    assert w.skipped == pytest.approx(2 * 100 * 2 / 4 + 1 * 100 * 3 / 4)
+    assert scoring(20, 4, [2], 1, "target", 4).skipped == pytest.approx(4 * 2 / 4)  # gold tokens only
+    assert scoring(20, 4, [9], 1, "all", 4).skipped == pytest.approx(20)
+
+
+def test_planned_block_work_is_what_ablated_losses_runs(tiny_model_dir):
+    """The plan's token positions less its prefix-skipped share equal the (row x position x block) work that
+    ``pcs.ablated_losses`` runs through the blocks, counted by a hook on every block's attention output projection
+    (a skipped block's own hooks still fire; its submodules do not run), in units of whole forwards."""
+    from harness.arch import out_proj
+    from harness.models import load_model
+    from harness.pcs import TokenizedInput, ablated_losses
+
+    model = load_model(tiny_model_dir)
+    shape = shape_of(model.config)
+    sets = [HeadSet.parse(s) for s in ("L0H1", "L2H0", "L1H3,L2H1", "L2H2", "L1H0", "L0H2,L2H3")]
+    item = TokenizedInput(torch.arange(5, 35), 6, (0, 0))
+    for positions in ("all", "target"):
+        seen: list[int] = []
+        hooks = [out_proj(model._module, k).register_forward_hook(
+            lambda _m, args, _o: seen.append(args[0].shape[0] * args[0].shape[1])) for k in range(shape.n_layers)]
+        try:
+            ablated_losses(model, item, sets, positions=positions, batch_size=4)
+        finally:
+            for h in hooks:
+                h.remove()
+        w = scoring(30, 6, [s.heads[0].layer for s in sets], 4, positions, shape.n_layers)
+        assert sum(seen) / shape.n_layers == pytest.approx(w.tokens - w.skipped), positions
 
 
 def test_decoding_counts_one_request_per_batch_padded_to_its_longest_prompt():
@@ -56,8 +92,9 @@ def test_decoding_counts_one_request_per_batch_padded_to_its_longest_prompt():
 
 
 def test_work_adds_up():
-    w = Work("a", 1, 2, 3, 4, 5) + Work("b", 10, 20, 30, 40, 50)
+    w = Work("a", 1, 2, 3, 4, 5, skipped=1.5) + Work("b", 10, 20, 30, 40, 50, skipped=2.0)
     assert (w.what, w.requests, w.forwards, w.backwards, w.tokens, w.grad_tokens) == ("a", 11, 22, 33, 44, 55)
+    assert w.skipped == 3.5
 
 
 # ---------------------------------------------------------------------------------------------- hosted, offline
