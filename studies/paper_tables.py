@@ -189,6 +189,32 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
         _comparison(out, base, r)
 
 
+CROSS_MODEL = "cross_model"  # studies.cross_model's folder in results/: not a model
+
+
+def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
+    """studies.cross_model: per model and head family the top-k's relative depth (``Cross<Model><Family>Depth...``,
+    over every data folder and seed: ``data == all``; ``Cross<Model><Data>[Seed<k>]<Family>Depth...`` per ranking), and
+    per ranking how many of a family's top-k are copy heads (``...<Family>Vs<Retrieval|Induction>Shared``)."""
+    if (folder / "depth.csv").exists():
+        for _, r in pd.read_csv(folder / "depth.csv").iterrows():
+            model = MODEL_SHORT.get(r["model"], macro_name(r["model"]))
+            where = () if r["data"] == "all" else (_data_short(r["data"]),) + (
+                () if int(r["seed"]) == 0 else (f"seed{int(r['seed'])}",))
+            base = ("cross", model, *where, r["family"], "depth")
+            out[macro_name(*base, "k")] = _count(r["k"])
+            for stat in ("mean", "min", "max"):
+                out[macro_name(*base, stat)] = _num(r[stat], 2)
+    if (folder / "contrast_vs_copy.csv").exists():
+        for _, r in pd.read_csv(folder / "contrast_vs_copy.csv").iterrows():
+            model = MODEL_SHORT.get(r["model"], macro_name(r["model"]))
+            seed = () if int(r["seed"]) == 0 else (f"seed{int(r['seed'])}",)
+            base = ("cross", model, _data_short(r["data"]), *seed, r["family"], "vs", r["vs"])
+            out[macro_name(*base, "k")] = _count(r["k"])
+            out[macro_name(*base, "shared")] = _count(r["n_shared"])
+            out[macro_name(*base, "jaccard")] = _num(r["jaccard"], 2)
+
+
 class _Once(dict):
     """A macro table that refuses to define a name twice (two results would silently share one macro)."""
 
@@ -207,6 +233,9 @@ def v2_numbers(results: Path) -> dict[str, Number]:
     """
     out: dict[str, Number] = _Once()
     for model_dir in sorted(p for p in results.iterdir() if p.is_dir()) if results.exists() else []:
+        if model_dir.name == CROSS_MODEL:
+            _cross_model_numbers(out, model_dir)
+            continue
         model = MODEL_SHORT.get(model_dir.name, macro_name(model_dir.name))
         for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
             for seed_dir in sorted(data_dir.glob("seed*")):

@@ -15,7 +15,7 @@ from studies import paper_tables
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "paper"
 CLAIMS = PAPER / "claims.toml"
-PREFIXES = tuple(sorted(paper_tables.MODEL_SHORT.values()))
+PREFIXES = (*sorted(paper_tables.MODEL_SHORT.values()), "Cross")  # model macros and studies.cross_model's
 
 
 def paper_text() -> str:
@@ -83,6 +83,8 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
     ("smollm2-135m/planted-conventions2012/seed0/known_answer/gain_removed_by_family.csv",
      {"family": "signoff", "outcome": "specific_gain_lost", "set": "retrieval"}, (-0.02, 0.3),
      "planted-signoff-retrieval"),
+    ("gemma3-270m/conventions2012/seed0/signal/signal.csv",
+     {"split": "evaluation", "gain": "gain_specific"}, (-0.01, 0.2), "signal-gemma-conv-specific"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
     """On a temporary copy of results/: moving one committed interval across zero makes its claim fail, by id."""
