@@ -14,6 +14,9 @@ folders ``results/<model>/<data>/pcs_ranking``, without a seed level, are not re
   variants among themselves, then other datasets);
 - ``contrast_vs_copy``: per model, data folder and seed, the ``specific_pcs`` and ``contrast_pcs`` top-k against the
   ``retrieval`` and ``induction`` top-k: are the contrast-PCS heads the copying heads?
+
+Every overlap row also gives the heads two uniformly random top-k sets of that model would share (k^2 / heads) and
+the hypergeometric chance of sharing at least as many: models with 72 and 270 heads are compared on that scale.
 - ``depth.png``: the relative depth of every family's top-k, one row per (model, family), a marker per data folder.
 
 k: ``--k`` everywhere, else the largest k common to the rankings compared (a model's rankings for its depth rows;
@@ -264,6 +267,22 @@ def relation(a: str, b: str) -> str:
 RELATIONS = ("across seeds", "real vs planted", "planted vs planted", "across datasets")
 
 
+def chance_overlap(n_shared: int, k: int, n_heads: int) -> tuple[float, float]:
+    """Two top-k sets among ``n_heads`` heads sharing ``n_shared``: the number two independent uniformly random
+    k-sets share on average (k^2 / n_heads), and the chance that they share at least ``n_shared`` (hypergeometric
+    upper tail). The yardstick for a Jaccard across models of different head counts: 2 shared heads of 10 is likely
+    among 72 heads and rare among 270. Ranked heads are not random sets, so it is a reference, not a test of a
+    mechanism."""
+    from scipy.stats import hypergeom
+
+    return k * k / n_heads, float(hypergeom.sf(n_shared - 1, n_heads, k, k))
+
+
+def _chance(n_shared: int, k: int, scores) -> dict:
+    expected, p = chance_overlap(n_shared, k, int(scores.numel()))
+    return {"chance_shared": expected, "p_chance": p}
+
+
 def _pair(comparison: str, a: Entry, b: Entry, fam: str, k: int | None) -> dict | None:
     kk = common_k([a.ranking.sets[fam], b.ranking.sets[fam]], k)
     if kk is None:
@@ -274,7 +293,7 @@ def _pair(comparison: str, a: Entry, b: Entry, fam: str, k: int | None) -> dict 
     shared = top_a & top_b
     return {"comparison": comparison, "model": a.model, "family": fam, "k": kk, "data_a": a.data,
             "seed_a": a.seed, "data_b": b.data, "seed_b": b.seed, "jaccard": jaccard(top_a, top_b),
-            "n_shared": len(shared), "shared": str(shared) or "none"}
+            "n_shared": len(shared), **_chance(len(shared), kk, a.ranking.maps[fam]), "shared": str(shared) or "none"}
 
 
 def overlap_rows(entries: Sequence[Entry], k: int | None = None) -> list[dict]:
@@ -303,7 +322,8 @@ def overlap_rows(entries: Sequence[Entry], k: int | None = None) -> list[dict]:
 
 OVERLAP_COLUMNS = [("comparison", "comparison"), ("model", "model"), ("family", "head family"), ("k", "k"),
                    ("data_a", "data"), ("seed_a", "seed"), ("data_b", "vs data"), ("seed_b", "seed"),
-                   ("jaccard", "Jaccard"), ("n_shared", "shared"), ("shared", "heads shared")]
+                   ("jaccard", "Jaccard"), ("n_shared", "shared"), ("chance_shared", "by chance"),
+                   ("p_chance", "p (chance)"), ("shared", "heads shared")]
 
 
 def contrast_rows(entries: Sequence[Entry], k: int | None = None) -> list[dict]:
@@ -323,14 +343,15 @@ def contrast_rows(entries: Sequence[Entry], k: int | None = None) -> list[dict]:
                 a, b = e.ranking.top(fam, kk), e.ranking.top(copy, kk)
                 shared = a & b
                 rows.append({"model": model, "data": e.data, "seed": e.seed, "family": fam, "vs": copy, "k": kk,
-                             "jaccard": jaccard(a, b), "n_shared": len(shared), "shared": str(shared) or "none",
+                             "jaccard": jaccard(a, b), "n_shared": len(shared),
+                             **_chance(len(shared), kk, e.ranking.maps[fam]), "shared": str(shared) or "none",
                              "heads": str(a), "copy_heads": str(b)})
     return rows
 
 
 CONTRAST_COLUMNS = [("model", "model"), ("data", "data"), ("seed", "seed"), ("family", "head family"),
                     ("vs", "vs"), ("k", "k"), ("jaccard", "Jaccard"), ("n_shared", "shared"),
-                    ("shared", "heads shared"), ("heads", "top-k"), ("copy_heads", "copying top-k")]
+                    ("chance_shared", "by chance"), ("p_chance", "p (chance)"), ("shared", "heads shared"), ("heads", "top-k"), ("copy_heads", "copying top-k")]
 
 
 # ------------------------------------------------------------------------------------------------ the picture
@@ -428,7 +449,9 @@ def summary_text(entries: Sequence[Entry], depth: list[dict], overlap: list[dict
         rows = [r for r in contrast if r["family"] == fam and r["vs"] == copy]
         if rows:
             lines.append(f"  {fam} vs {copy}: heads shared in {sum(r['n_shared'] > 0 for r in rows)}/{len(rows)} "
-                         f"ranking(s), mean Jaccard {_mean([r['jaccard'] for r in rows]):.2f}")
+                         f"ranking(s), mean Jaccard {_mean([r['jaccard'] for r in rows]):.2f}, "
+                         f"{sum(r['n_shared'] for r in rows)} shared against {sum(r['chance_shared'] for r in rows):.1f}"
+                         " by chance")
     return "\n".join(lines)
 
 
@@ -463,7 +486,9 @@ def main(argv: list[str] | None = None) -> Run | None:
     contrast = contrast_rows(entries, cfg.k)
     tables.write_tables(contrast, CONTRAST_COLUMNS, run.root, "contrast_vs_copy", caption=(
         "are the contrast-PCS heads the copying heads? The specific_pcs and contrast_pcs top-k against the retrieval "
-        f"and induction top-k of the same ranking; {'k = ' + str(cfg.k) if cfg.k else 'k: the largest k both hold'}"))
+        f"and induction top-k of the same ranking; {'k = ' + str(cfg.k) if cfg.k else 'k: the largest k both hold'}; "
+        "by chance: the heads two uniformly random top-k sets of the model share on average, p (chance): the "
+        "hypergeometric chance of sharing at least as many (a reference scale, not a test of a mechanism)"))
     depth_plot(depth, entries, run.path("depth.png"))
 
     digests = [_sha256(e.folder / "ranking.json") for e in entries]

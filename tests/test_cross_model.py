@@ -112,6 +112,14 @@ def test_depth_overlap_and_contrast_tables_match_hand_computation(results, capsy
     assert contrast["m4", "conventions2012", "0", "contrast_pcs", "induction"]["shared"] == "L2H0"
     m8c = contrast["m8", "conventions2012", "0", "specific_pcs", "retrieval"]  # {L4H0,L6H1,L7H0} vs {L5H0,L5H1,L6H1}
     assert (m8c["k"], m8c["shared"], float(m8c["jaccard"])) == ("3", "L6H1", pytest.approx(1 / 5))
+    # 16 heads, two random 3-sets: 9/16 shared on average; P(>= 1 shared) = 1 - C(13,3)/C(16,3) = 1 - 286/560
+    assert float(m8c["chance_shared"]) == pytest.approx(9 / 16)
+    assert float(m8c["p_chance"]) == pytest.approx(1 - 286 / 560, abs=5e-4)  # the CSV keeps 3 significant digits
+    # 8 heads, two random 2-sets: 0.5 on average; P(>= 1) = 1 - C(6,2)/C(8,2) = 1 - 15/28; P(>= 0) = 1
+    assert float(hit["chance_shared"]) == pytest.approx(0.5)
+    assert float(hit["p_chance"]) == pytest.approx(1 - 15 / 28, abs=5e-4)
+    assert float(miss["p_chance"]) == 1.0
+    assert float(seeds["chance_shared"]) == pytest.approx(0.5)
 
     manifest = json.loads((run.root / "manifest.json").read_text())
     assert manifest["provenance"][-1]["command"].startswith("python -m studies.cross_model --results")
