@@ -195,7 +195,8 @@ CROSS_MODEL = "cross_model"  # studies.cross_model's folder in results/: not a m
 def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
     """studies.cross_model: per model and head family the top-k's relative depth (``Cross<Model><Family>Depth...``,
     over every data folder and seed: ``data == all``; ``Cross<Model><Data>[Seed<k>]<Family>Depth...`` per ranking), and
-    per ranking how many of a family's top-k are copy heads (``...<Family>Vs<Retrieval|Induction>Shared``)."""
+    per ranking how many of a family's top-k are copy heads (``...<Family>Vs<Retrieval|Induction>Shared``), how many
+    two random top-k sets share on average (``...Chance``) and the chance of sharing as many (``...PChance``)."""
     if (folder / "depth.csv").exists():
         for _, r in pd.read_csv(folder / "depth.csv").iterrows():
             model = MODEL_SHORT.get(r["model"], macro_name(r["model"]))
@@ -213,6 +214,8 @@ def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
             out[macro_name(*base, "k")] = _count(r["k"])
             out[macro_name(*base, "shared")] = _count(r["n_shared"])
             out[macro_name(*base, "jaccard")] = _num(r["jaccard"], 2)
+            out[macro_name(*base, "chance")] = _num(r["chance_shared"], 2)
+            out[macro_name(*base, "p chance")] = _p_number(r["p_chance"])
 
 
 class _Once(dict):
