@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
-__all__ = ["Claim", "ClaimError", "Number", "check", "claims_in_tex", "evaluate", "load_claims"]
+__all__ = ["Claim", "ClaimError", "Number", "check", "claims_in_tex", "evaluate", "load_claims", "report"]
 
 
 class ClaimError(ValueError):
@@ -202,3 +202,21 @@ def check(claims: Mapping[str, Claim], numbers: Mapping[str, Number | float], te
 
 def _show(v: Number | float) -> str:
     return f"{(v.value if isinstance(v, Number) else float(v)):.4g}"
+
+
+def report(claims: Mapping[str, Claim], numbers: Mapping[str, Number | float]) -> str:
+    """Every claim as Markdown: its id, whether it holds, what it says, its condition and each number it rests on
+    as the paper prints it (``python -m studies.paper_tables --claims``)."""
+    lines = []
+    for cid, claim in claims.items():
+        try:
+            state = "holds" if evaluate(claim, numbers) else "DOES NOT HOLD"
+        except ClaimError as err:
+            state = f"cannot be evaluated ({err})"
+        shown = ", ".join(f"{u} {_text(numbers[u]) if u in numbers else '<missing>'}" for u in claim.uses)
+        lines.append(f"- **{cid}** ({state}): {claim.says} Condition: `{claim.holds}`. Numbers: {shown}.")
+    return "\n".join(lines)
+
+
+def _text(v: Number | float) -> str:
+    return v.text if isinstance(v, Number) else _show(v)

@@ -1,6 +1,7 @@
 """Regenerate the paper's tables, figure includes and number macros from ``results/`` (nothing typed by hand).
 
     python -m studies.paper_tables [--results results] [--out paper/generated]
+    python -m studies.paper_tables --claims        # every claim, its numbers and whether it holds; writes nothing
 
 Writes ``<out>/macros.tex`` (every number the text may quote, from the v2 run folders
 ``results/<model>/<data>/seed<k>/<study>``), ``<out>/numbers.json`` (the same numbers at full precision: what
@@ -299,7 +300,15 @@ def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
     ap.add_argument("--out", default="paper/generated")
+    ap.add_argument("--claims", nargs="?", const="paper/claims.toml", default=None, metavar="FILE",
+                    help="print every claim of FILE (default paper/claims.toml) with its numbers and whether it holds "
+                         "for --results, and write nothing")
     args = ap.parse_args(argv)
+    if args.claims:
+        from harness.claims import load_claims, report
+
+        print(report(load_claims(args.claims), v2_numbers(Path(args.results))), flush=True)
+        return Path(args.out)
     results, out = Path(args.results), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     numbers = v2_numbers(results)

@@ -101,3 +101,17 @@ def test_check_reports_every_kind_of_problem_and_nothing_when_all_hold():
     assert twice == ["claim 'p-small' is stated twice with different text"]
     missing = check({"gone": claim("Gone > 0", uses=("Gone",), cid="gone")}, NUMBERS, r"\claim{gone}{x}")
     assert missing == ["claim 'gone': macro 'Gone' is not generated from results/ (is the run committed?)"]
+
+
+def test_report_lists_each_claim_with_its_verdict_and_printed_numbers():
+    from harness.claims import report
+
+    claims = {"up": Claim("up", "Gain above 0.", ("GainLow", "GainMean"), "GainLow > 0"),
+              "down": Claim("down", "Loss below 0.", ("LossHigh",), "LossHigh < 0"),
+              "gone": Claim("gone", "Uses a number not generated.", ("Gone",), "Gone > 0")}
+    numbers = {"GainLow": Number(0.012, "0.012"), "GainMean": Number(0.0456, "0.046"), "LossHigh": Number(0.3, "0.300")}
+    lines = report(claims, numbers).splitlines()
+    assert lines[0] == ("- **up** (holds): Gain above 0. Condition: `GainLow > 0`. Numbers: GainLow 0.012, "
+                        "GainMean 0.046.")
+    assert lines[1].startswith("- **down** (DOES NOT HOLD): ") and "LossHigh 0.300" in lines[1]
+    assert lines[2].startswith("- **gone** (cannot be evaluated (") and "Gone <missing>" in lines[2]
