@@ -169,7 +169,9 @@ def _device(model: Any) -> torch.device:
     return next(model._module.parameters()).device
 
 
-def _min_layer(hs: HeadSet) -> int:
+def lowest_layer(hs: HeadSet) -> int:
+    """The lowest layer a head set ablates (its heads are sorted); an empty set ablates none: past every layer. The
+    blocks below it are what ``ablated_losses`` skips, and ``harness.plan`` counts."""
     return hs.heads[0].layer if len(hs) else 10**9
 
 
@@ -199,9 +201,9 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
     shape = shape_of(model.config)
     sets = [HeadSet(s).validate(shape) for s in sets]
     batch_size = batch_size or BATCH_SIZE
-    order = sorted(range(len(sets)), key=lambda i: (_min_layer(sets[i]), i))
+    order = sorted(range(len(sets)), key=lambda i: (lowest_layer(sets[i]), i))
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    firsts = [min(_min_layer(sets[i]) for i in c) if reuse_prefix else 0 for c in chunks]
+    firsts = [min(lowest_layer(sets[i]) for i in c) if reuse_prefix else 0 for c in chunks]
     firsts = [min(f, shape.n_layers) for f in firsts]
     ids = item.ids[None]  # [1, T]
     n_target = item.n_target

@@ -57,8 +57,7 @@ class Work:
     # forward that skips its lower 15 blocks counts half its positions here)
 
     def __add__(self, other: "Work") -> "Work":
-        return Work(self.what, *(getattr(self, f) + getattr(other, f) for f in _COUNTS[:5]), self.local_only,
-                    self.skipped + other.skipped)
+        return dataclasses.replace(self, **{f: getattr(self, f) + getattr(other, f) for f in _COUNTS})
 
 
 _COUNTS = ("requests", "forwards", "backwards", "tokens", "grad_tokens", "skipped")
@@ -296,6 +295,7 @@ def head_sets(x: Inputs) -> tuple[int, int, str]:
     (``measure.comparison_sets``): from the ranking run when it exists, else from stand-in top-k sets (the count is
     the same; the distinct count may differ by a few)."""
     from .measure import comparison_sets
+    from .pcs import lowest_layer
     from .ranking import Ranking, load_ranking
 
     if "head_sets" in x.memo:
@@ -313,7 +313,7 @@ def head_sets(x: Inputs) -> tuple[int, int, str]:
                            seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage)
     distinct = {str(s.heads): s for s in sets}
     x.memo["head_sets"] = len(sets), len(distinct), source
-    x.memo["set_firsts"] = [min((h.layer for h in s.heads), default=x.shape.n_layers) for s in distinct.values()]
+    x.memo["set_firsts"] = [lowest_layer(s.heads) for s in distinct.values()]  # scoring() clamps to n_layers
     return x.memo["head_sets"]
 
 

@@ -14,10 +14,10 @@ folders ``results/<model>/<data>/pcs_ranking``, without a seed level, are not re
   variants among themselves, then other datasets);
 - ``contrast_vs_copy``: per model, data folder and seed, the ``specific_pcs`` and ``contrast_pcs`` top-k against the
   ``retrieval`` and ``induction`` top-k: are the contrast-PCS heads the copying heads?
+- ``depth.png``: the relative depth of every family's top-k, one row per (model, family), a marker per data folder.
 
 Every overlap row also gives the heads two uniformly random top-k sets of that model would share (k^2 / heads) and
 the hypergeometric chance of sharing at least as many: models with 72 and 270 heads are compared on that scale.
-- ``depth.png``: the relative depth of every family's top-k, one row per (model, family), a marker per data folder.
 
 k: ``--k`` everywhere, else the largest k common to the rankings compared (a model's rankings for its depth rows;
 the two sets of an overlap; the two families of one ranking); every row names its k. A ranking without that k is
@@ -351,7 +351,8 @@ def contrast_rows(entries: Sequence[Entry], k: int | None = None) -> list[dict]:
 
 CONTRAST_COLUMNS = [("model", "model"), ("data", "data"), ("seed", "seed"), ("family", "head family"),
                     ("vs", "vs"), ("k", "k"), ("jaccard", "Jaccard"), ("n_shared", "shared"),
-                    ("chance_shared", "by chance"), ("p_chance", "p (chance)"), ("shared", "heads shared"), ("heads", "top-k"), ("copy_heads", "copying top-k")]
+                    ("chance_shared", "by chance"), ("p_chance", "p (chance)"), ("shared", "heads shared"),
+                    ("heads", "top-k"), ("copy_heads", "copying top-k")]
 
 
 # ------------------------------------------------------------------------------------------------ the picture
@@ -450,8 +451,8 @@ def summary_text(entries: Sequence[Entry], depth: list[dict], overlap: list[dict
         if rows:
             lines.append(f"  {fam} vs {copy}: heads shared in {sum(r['n_shared'] > 0 for r in rows)}/{len(rows)} "
                          f"ranking(s), mean Jaccard {_mean([r['jaccard'] for r in rows]):.2f}, "
-                         f"{sum(r['n_shared'] for r in rows)} shared against {sum(r['chance_shared'] for r in rows):.1f}"
-                         " by chance")
+                         f"{sum(r['n_shared'] for r in rows)} shared against "
+                         f"{sum(r['chance_shared'] for r in rows):.1f} by chance")
     return "\n".join(lines)
 
 

@@ -97,6 +97,17 @@ def _comparison(out: dict[str, Number], base: tuple[str, ...], r: Any) -> None:
         out[macro_name(*base, "mde")] = _num(r["mde"])
 
 
+def _model_short(name: str) -> str:
+    return MODEL_SHORT.get(name, macro_name(name))
+
+
+def _seed_tag(seed: int | str) -> tuple[str, ...]:
+    """A seed's part of a macro name, from the seed or its folder name: none for seed 0, whose numbers the text
+    quotes, else ``Seed<k>``."""
+    k = str(seed).removeprefix("seed")
+    return () if k == "0" else (f"seed{k}",)
+
+
 def _data_short(name: str) -> str:
     if name in DATA_SHORT:
         return DATA_SHORT[name]
@@ -200,18 +211,16 @@ def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
     two random top-k sets share on average (``...Chance``) and the chance of sharing as many (``...PChance``)."""
     if (folder / "depth.csv").exists():
         for _, r in pd.read_csv(folder / "depth.csv").iterrows():
-            model = MODEL_SHORT.get(r["model"], macro_name(r["model"]))
-            where = () if r["data"] == "all" else (_data_short(r["data"]),) + (
-                () if int(r["seed"]) == 0 else (f"seed{int(r['seed'])}",))
+            model = _model_short(r["model"])
+            where = () if r["data"] == "all" else (_data_short(r["data"]), *_seed_tag(r["seed"]))
             base = ("cross", model, *where, r["family"], "depth")
             out[macro_name(*base, "k")] = _count(r["k"])
             for stat in ("mean", "min", "max"):
                 out[macro_name(*base, stat)] = _num(r[stat], 2)
     if (folder / "contrast_vs_copy.csv").exists():
         for _, r in pd.read_csv(folder / "contrast_vs_copy.csv").iterrows():
-            model = MODEL_SHORT.get(r["model"], macro_name(r["model"]))
-            seed = () if int(r["seed"]) == 0 else (f"seed{int(r['seed'])}",)
-            base = ("cross", model, _data_short(r["data"]), *seed, r["family"], "vs", r["vs"])
+            model = _model_short(r["model"])
+            base = ("cross", model, _data_short(r["data"]), *_seed_tag(r["seed"]), r["family"], "vs", r["vs"])
             out[macro_name(*base, "k")] = _count(r["k"])
             out[macro_name(*base, "shared")] = _count(r["n_shared"])
             out[macro_name(*base, "jaccard")] = _num(r["jaccard"], 2)
@@ -240,10 +249,10 @@ def v2_numbers(results: Path) -> dict[str, Number]:
         if model_dir.name == CROSS_MODEL:
             _cross_model_numbers(out, model_dir)
             continue
-        model = MODEL_SHORT.get(model_dir.name, macro_name(model_dir.name))
+        model = _model_short(model_dir.name)
         for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
             for seed_dir in sorted(data_dir.glob("seed*")):
-                tag = (model, _data_short(data_dir.name)) + (() if seed_dir.name == "seed0" else (seed_dir.name,))
+                tag = (model, _data_short(data_dir.name), *_seed_tag(seed_dir.name))
                 studies = {p.name: p for p in seed_dir.iterdir() if (p / "manifest.json").exists()}
                 signal = signal_source(seed_dir, finished=True)
                 if signal is not None:
