@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
                          "first (default: the FV-style primary design mean/target, then for the full preset also the "
                          "all-position zero ablation of prior code, zero/all, whose ablation stage runs a smaller "
                          "null: SECONDARY_NULL)")
+    ap.add_argument("--small-null", action="store_true",
+                    help="every design's ablation stage runs SECONDARY_NULL, a quarter of the head sets (how the "
+                         "committed Gemma-3-270M comparison was run: on 2 cores its 262k-token vocabulary makes each "
+                         "head set cost about 2.5 times SmolLM2's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="split seeds: each repeats split -> ranking -> evaluation; with several, studies.seeds "
                          "summarizes the overlap across seeds and the pooled estimate")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--seeds has duplicates: {args.seeds}")
 
     def stage_argv(data: str, seed: int, mode: str, positions: str, stage: str = "") -> list[str]:
-        secondary = stage == "ablation" and [mode, positions] != designs[0]
+        secondary = stage == "ablation" and (args.small_null or [mode, positions] != designs[0])
         return ["--preset", args.preset, "--model", args.model, "--data", data, "--results", results, "--seed",
                 str(seed), "--mode", mode, "--positions", positions, *(SECONDARY_NULL if secondary else []), *extra]
     if args.plan or "--plan" in extra:  # every stage's config, counted together (one draw, one calibration)

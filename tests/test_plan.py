@@ -162,6 +162,20 @@ def test_full_pipeline_plans_the_secondary_design_with_the_smaller_null(tmp_path
     assert not results.exists()
 
 
+def test_small_null_gives_the_primary_design_the_smaller_null_too(tmp_path, capsys):
+    results = tmp_path / "results"
+    pipeline.main(["--preset", "full", "--model", "llama-3.1-8b", "--results", str(results), "--plan", "--stages",
+                   "ablation", "--designs", "mean/target", "--small-null"])
+    out = capsys.readouterr().out
+    count = lambda text: int(text.split("head sets  ")[1].split()[0])  # noqa: E731
+    alone = planned(ablation_comparison, ["--preset", "full", "--model", "llama-3.1-8b", "--results", str(results),
+                                          *pipeline.SECONDARY_NULL], capsys)
+    full = planned(ablation_comparison, ["--preset", "full", "--model", "llama-3.1-8b", "--results", str(results)],
+                   capsys)
+    assert "mean at target positions" in out and count(out) == count(alone) and count(full) > 3 * count(out)
+    assert not results.exists()
+
+
 def test_plan_requests_grow_with_examples_not_heads(tmp_path):
     argv = ["--preset", "quick", "--model", "llama-3.1-8b", "--results", str(tmp_path)]
     small, large = (study_plan(pcs_ranking.RankingConfig.from_argv(argv + ["--n", str(n)])).total for n in (12, 24))

@@ -1,0 +1,157 @@
+"""How close do real forwards come to the roofline that ``--plan`` projects NDIF time with?
+
+``harness.plan.projection`` projects a hosted run's accelerator time at peak rates: every forward reads the weights
+once and does 2 FLOPs per parameter per token (a lower bound). This benchmark runs the shapes a study sends on an
+8B-shaped Llama (Llama-3.1-8B's config, random bf16 weights: the time does not depend on the values) on whatever
+accelerator it finds, and prints each shape's measured time beside the same roofline for that accelerator, so the
+projection's lower bound can be scaled by a measured efficiency:
+
+- ``prefill``: one 1,024-token prompt, the scoring forward of ``positions=all`` and of a ranking's clean pass;
+- ``target``: 16 head-set rows x 64 gold tokens against one cached 450-token prompt (``positions=target``);
+- ``target+ablate``: the same with a forward pre-hook on every layer's o_proj that zeroes one head's slice per row
+  (the harness's ablation site), so the hook's cost is measured too;
+- ``decode``: DPS's two branches, 2 rows x 1 token per step against a 512-token cache.
+
+    python -m benchmarks.gpu_roofline            # on a GPU (bf16); writes JSON with --out
+    python -m benchmarks.gpu_roofline --tiny     # a 2-layer model on the CPU: checks the script, not the numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+                tie_word_embeddings=False)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=False)
+# Dense bf16 peak and memory bandwidth from NVIDIA's datasheets, by the name torch reports.
+PEAKS = {"H200": (989e12, 4.8e12), "H100": (989e12, 3.35e12), "A100": (312e12, 2.0e12)}
+
+
+def peaks(device: torch.device) -> tuple[str, float, float] | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, (flops, bandwidth) in PEAKS.items():
+        if key in name:
+            return name, flops, bandwidth
+    return None
+
+
+def roofline(n_params: int, tokens: int, flops: float, bandwidth: float) -> dict:
+    """``harness.plan.projection``'s sum (weights read once + 2 FLOPs per parameter per token) and the tighter max."""
+    read, compute = n_params * 2 / bandwidth, 2 * n_params * tokens / flops
+    return {"plan_sum_s": read + compute, "max_s": max(read, compute)}
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def cache_for(model, prompt: torch.Tensor, rows: int) -> DynamicCache:
+    with torch.no_grad():
+        cache = model(prompt, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model on the CPU (a smoke test of the script)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", help="write the measurements as JSON here")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    cfg = LlamaConfig(**(TINY if args.tiny else LLAMA_8B))
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(dtype).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def ids(rows: int, n: int) -> torch.Tensor:
+        return torch.randint(0, cfg.vocab_size, (rows, n), generator=gen).to(device)
+
+    prompt, long_prompt = ids(1, 450), ids(1, 1024)
+    gold16, step2 = ids(16, 64), ids(2, 1)
+
+    def prefill():
+        with torch.no_grad():
+            model(long_prompt, use_cache=False)
+
+    def target():
+        cache = cache_for(model, prompt, 16)
+        with torch.no_grad():
+            model(gold16, past_key_values=cache, use_cache=True, logits_to_keep=0)
+
+    def zero_one_head(module, inputs):  # each row zeroes a different head of this layer, as a batch of head sets does
+        (x,) = inputs
+        x = x.clone()
+        for row in range(x.shape[0]):
+            h = row % cfg.num_attention_heads
+            x[row, :, h * head_dim:(h + 1) * head_dim] = 0
+        return (x,)
+
+    def target_ablate():
+        hooks = [layer.self_attn.o_proj.register_forward_pre_hook(zero_one_head) for layer in model.model.layers]
+        try:
+            target()
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    decode_cache = cache_for(model, ids(1, 512), 2)
+
+    def decode():
+        with torch.no_grad():
+            model(step2, past_key_values=decode_cache, use_cache=True)
+        for layer in decode_cache.layers:  # back to the 512-token cache (crop's sign convention differs by version)
+            layer.keys, layer.values = layer.keys[..., :512, :], layer.values[..., :512, :]
+
+    shapes = {"prefill": (prefill, 1024), "target": (target, 450 + 16 * 64),
+              "target+ablate": (target_ablate, 450 + 16 * 64), "decode": (decode, 2)}
+    found = peaks(device)
+    rows = []
+    for name, (fn, tokens) in shapes.items():
+        seconds = timed(fn, device, args.repeats)
+        row = {"shape": name, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+        if found:
+            line = roofline(n_params, tokens, found[1], found[2])
+            row |= line | {"efficiency_vs_plan_sum": line["plan_sum_s"] / seconds}
+        rows.append(row)
+    report = {"device": found[0] if found else str(device), "dtype": str(dtype), "n_params": n_params,
+              "torch": torch.__version__, "python": platform.python_version(), "rows": rows,
+              "peaks": {"flops": found[1], "bandwidth": found[2]} if found else None}
+    for r in rows:
+        eff = f"  roofline (plan's sum) {r['plan_sum_s'] * 1e3:8.2f} ms  efficiency {r['efficiency_vs_plan_sum']:.2f}" \
+            if found else ""
+        print(f"{r['shape']:<14} {r['tokens']:>6} tokens  {r['seconds'] * 1e3:9.2f} ms  "
+              f"{r['tokens_per_s']:>10,.0f} tok/s{eff}")
+    print(f"{report['device']}, {report['dtype']}, {n_params / 1e9:.2f} B parameters, torch {report['torch']}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
