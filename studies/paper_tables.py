@@ -270,7 +270,8 @@ def v2_numbers(results: Path) -> dict[str, Number]:
 
 TABLES = {  # study-relative results file -> caption (v2 runs; the appendix of the paper)
     "signal/signal.tex": "Signal: gains of the own profile, another user's profile of equal length, and no profile "
-                         "(user-clustered 95\\% CI).",
+                         "(user-clustered 95\\% CI; with fewer than 5 users, the range of the user means, as each "
+                         "row says).",
     "signal/mde.tex": "Minimal detectable effect of the specific gain lost (80\\% power, Holm).",
     "ablation_comparison/set_summary.tex": "Each named head set at the largest k: outcomes with user-clustered CI, "
                                            "MDE and percentile in its layer-matched random null.",
