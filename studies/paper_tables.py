@@ -208,7 +208,9 @@ def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
     """studies.cross_model: per model and head family the top-k's relative depth (``Cross<Model><Family>Depth...``,
     over every data folder and seed: ``data == all``; ``Cross<Model><Data>[Seed<k>]<Family>Depth...`` per ranking), and
     per ranking how many of a family's top-k are copy heads (``...<Family>Vs<Retrieval|Induction>Shared``), how many
-    two random top-k sets share on average (``...Chance``) and the chance of sharing as many (``...PChance``)."""
+    two random top-k sets share on average (``...Chance``) and the chance of sharing as many (``...PChance``); per
+    model, data folder and family, the top-k overlap across split seeds (``Cross<Model><Data><Family>Seeds...``: the
+    pairs, the fewest and most heads shared, the mean Jaccard, the chance scale and the largest chance p)."""
     if (folder / "depth.csv").exists():
         for _, r in pd.read_csv(folder / "depth.csv").iterrows():
             model = _model_short(r["model"])
@@ -226,6 +228,18 @@ def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
             out[macro_name(*base, "jaccard")] = _num(r["jaccard"], 2)
             out[macro_name(*base, "chance")] = _num(r["chance_shared"], 2)
             out[macro_name(*base, "p chance")] = _p_number(r["p_chance"])
+    if (folder / "overlap.csv").exists():
+        overlap = pd.read_csv(folder / "overlap.csv")
+        seeds = overlap[overlap["comparison"] == "across seeds"]
+        for (model, data, family), g in seeds.groupby(["model", "data_a", "family"]):
+            base = ("cross", _model_short(model), _data_short(data), family, "seeds")
+            out[macro_name(*base, "pairs")] = _count(len(g))
+            out[macro_name(*base, "k")] = _count(g["k"].min())
+            out[macro_name(*base, "shared min")] = _count(g["n_shared"].min())
+            out[macro_name(*base, "shared max")] = _count(g["n_shared"].max())
+            out[macro_name(*base, "jaccard")] = _num(g["jaccard"].mean(), 2)
+            out[macro_name(*base, "chance")] = _num(g["chance_shared"].mean(), 2)
+            out[macro_name(*base, "p chance max")] = _p_number(g["p_chance"].max())
 
 
 class _Once(dict):
