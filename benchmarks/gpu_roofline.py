@@ -26,29 +26,35 @@ import time
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
+from harness.plan import PROJECTION, Work, projection
+
 LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
                 tie_word_embeddings=False)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=False)
-# Dense bf16 peak and memory bandwidth from NVIDIA's datasheets, by the name torch reports.
-PEAKS = {"H200": (989e12, 4.8e12), "H100": (989e12, 3.35e12), "A100": (312e12, 2.0e12)}
+# Dense bf16 peak and memory bandwidth from NVIDIA's datasheets, by the name torch reports (A100: plan.PROJECTION's).
+PEAKS = {"H200": (989e12, 4.8e12), "H100": (989e12, 3.35e12), "A100": (PROJECTION["flops"], PROJECTION["bandwidth"])}
 
 
-def peaks(device: torch.device) -> tuple[str, float, float] | None:
+def peaks(device: torch.device) -> dict | None:
+    """The found GPU as an accelerator for ``harness.plan.projection`` (bf16 weights), or None."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
     for key, (flops, bandwidth) in PEAKS.items():
         if key in name:
-            return name, flops, bandwidth
+            return {"accelerator": name, "flops": flops, "bandwidth": bandwidth, "bytes_per_param": 2}
     return None
 
 
-def roofline(n_params: int, tokens: int, flops: float, bandwidth: float) -> dict:
-    """``harness.plan.projection``'s sum (weights read once + 2 FLOPs per parameter per token) and the tighter max."""
-    read, compute = n_params * 2 / bandwidth, 2 * n_params * tokens / flops
-    return {"plan_sum_s": read + compute, "max_s": max(read, compute)}
+def roofline(n_params: int, tokens: int, accelerator: dict) -> dict:
+    """One forward of ``tokens`` positions: ``harness.plan.projection``'s sum (weights read once + 2 FLOPs per
+    parameter per token) and the tighter max of its two terms."""
+    read = projection(n_params, Work("read", forwards=1), accelerator)
+    compute = projection(n_params, Work("compute", tokens=tokens), accelerator)
+    return {"plan_sum_s": projection(n_params, Work("forward", forwards=1, tokens=tokens), accelerator),
+            "max_s": max(read, compute)}
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -136,12 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         seconds = timed(fn, device, args.repeats)
         row = {"shape": name, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
         if found:
-            line = roofline(n_params, tokens, found[1], found[2])
+            line = roofline(n_params, tokens, found)
             row |= line | {"efficiency_vs_plan_sum": line["plan_sum_s"] / seconds}
         rows.append(row)
-    report = {"device": found[0] if found else str(device), "dtype": str(dtype), "n_params": n_params,
+    report = {"device": found["accelerator"] if found else str(device), "dtype": str(dtype), "n_params": n_params,
               "torch": torch.__version__, "python": platform.python_version(), "rows": rows,
-              "peaks": {"flops": found[1], "bandwidth": found[2]} if found else None}
+              "peaks": {"flops": found["flops"], "bandwidth": found["bandwidth"]} if found else None}
     for r in rows:
         eff = f"  roofline (plan's sum) {r['plan_sum_s'] * 1e3:8.2f} ms  efficiency {r['efficiency_vs_plan_sum']:.2f}" \
             if found else ""

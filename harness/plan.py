@@ -535,12 +535,12 @@ def calibrate(model: Any, n_tokens: int, repeats: int = 3) -> Calibration:
                        min(timed(1) for _ in range(2 * repeats)), load)
 
 
-def projection(n_params: int, w: Work) -> float:
-    """Seconds of ``w`` on ``PROJECTION``'s accelerator at peak rates: every forward and backward reads the weights,
-    2 FLOPs per parameter per token forward (prefix-skipped blocks subtracted) and twice that backward (a lower
-    bound)."""
-    reads = (w.forwards + w.backwards) * n_params * PROJECTION["bytes_per_param"] / PROJECTION["bandwidth"]
-    return reads + 2 * n_params * (w.tokens - w.skipped + 2 * w.grad_tokens) / PROJECTION["flops"]
+def projection(n_params: int, w: Work, accelerator: dict = PROJECTION) -> float:
+    """Seconds of ``w`` on ``accelerator`` (default ``PROJECTION``) at peak rates: every forward and backward reads
+    the weights, 2 FLOPs per parameter per token forward (prefix-skipped blocks subtracted) and twice that backward (a
+    lower bound; ``benchmarks/gpu_roofline.py`` measures how far real forwards are from it)."""
+    reads = (w.forwards + w.backwards) * n_params * accelerator["bytes_per_param"] / accelerator["bandwidth"]
+    return reads + 2 * n_params * (w.tokens - w.skipped + 2 * w.grad_tokens) / accelerator["flops"]
 
 
 # ---------------------------------------------------------------------------------------------- the plan
