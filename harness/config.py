@@ -210,11 +210,10 @@ class StudyConfig:
 
     def command(self) -> str:
         """The command that reproduces this config: ``python -m <study module> <flags>``, repository paths relative."""
-        from .runs import relative_path
+        from .runs import module_name, relative_path
 
         module = sys.modules.get(type(self).__module__)  # under ``python -m studies.x`` the module is ``__main__``
-        spec = getattr(module, "__spec__", None)
-        name = spec.name if spec is not None and spec.name else type(self).__module__
+        name = module_name(module, fallback=type(self).__module__)
         return " ".join(["python -m", name, *[relative_path(a) for a in self.argv]])
 
 

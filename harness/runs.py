@@ -427,9 +427,26 @@ def command_line() -> str:
 
 
 def _module_name() -> str:
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    return spec.name if spec is not None and spec.name else (sys.argv[0] if sys.argv else "?")
+    return module_name(sys.modules.get("__main__"), fallback=sys.argv[0] if sys.argv else "?")
+
+
+def module_name(module: Any, fallback: str = "?") -> str:
+    """What ``python -m`` needs to run ``module``: its import name, also when it was started as a file path.
+
+    ``python -m studies.x`` leaves the import name on ``__main__.__spec__``; ``python studies/x.py`` (or a runner that
+    executes the file) leaves no spec, so the name comes from the file's path in the repository (``studies.x``), never
+    the ``__main__`` that would not rerun.
+    """
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name
+    file = getattr(module, "__file__", None)
+    if file:
+        path = Path(file).resolve()
+        if path.suffix == ".py" and path.is_relative_to(REPO):
+            return ".".join(path.relative_to(REPO).with_suffix("").parts)
+        return str(path)
+    return fallback
 
 
 class CorruptCheckpoint(ValueError):

@@ -169,13 +169,17 @@ def test_remote_without_a_key_fails_before_anything_is_written(tmp_path, monkeyp
     assert not any(tmp_path.iterdir())
 
 
-def test_a_study_run_with_dash_m_records_its_module_not_main(tmp_path):
+@pytest.mark.parametrize("start", [["-m", "studies.known_answer"],  # a runner that executes the file has no spec:
+                                   ["-c", "import runpy, sys; sys.argv[0] = 'x'; "
+                                          "runpy.run_path('studies/known_answer.py', run_name='__main__')"]],
+                         ids=["dash-m", "run-path"])
+def test_a_study_run_records_its_module_not_main(tmp_path, start):
     import subprocess
     import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "studies.known_answer", "--model", "tiny", "--data", "conventions2012",
+    subprocess.run([sys.executable, *start, "--model", "tiny", "--data", "conventions2012",
                     "--planted", "case", "--results", str(tmp_path)], cwd=repo, check=True, capture_output=True)
     manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
     assert manifest["provenance"][-1]["command"].startswith("python -m studies.known_answer --model tiny")
