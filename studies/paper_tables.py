@@ -161,6 +161,27 @@ def _ablation_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path
             out[macro_name(*tag, r["set"], "damage near")] = _count(r["n_near_damage"])
 
 
+def _seeds_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
+    """studies.seeds: every seed's evaluation examples pooled (user-clustered): each named set's outcomes
+    (``<tag>Pooled<Set><Outcome>...``, as an ablation run's), the primary family against the others and its matched
+    random sets on the specific gain lost (``<tag>Pooled<Family>Vs<Baseline>...``), and the pooled counts."""
+    man = json.loads((folder / "manifest.json").read_text())
+    out[macro_name(*tag, "seeds")] = _count(len(man["config"]["seeds"]))
+    out[macro_name(*tag, "n examples")] = _count(man["n_examples_pooled"])
+    out[macro_name(*tag, "n users")] = _count(man["n_users_pooled"])
+    summary_rows = pd.read_csv(folder / "set_summary_by_seed.csv", keep_default_na=False, na_values=[""])
+    for _, r in summary_rows[summary_rows["seed"].astype(str) == "pooled"].iterrows():
+        base = (*tag, r["set"], r["outcome"])
+        _with_ci(out, base, r["mean"], r["ci"])
+        out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
+        out[macro_name(*base, "mde")] = _num(r["mde"])
+        out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
+    comp = folder / "comparison_pooled_specific_gain_lost.csv"
+    if comp.exists():
+        for _, r in pd.read_csv(comp).iterrows():
+            _comparison(out, (*tag, r["name"].split("@")[0], "vs", r["baseline"].split("@")[0]), r)
+
+
 def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
     """A DPS run: each generation method's metrics (``methods``), on a planted corpus each method's marker rate per
     group of users (``marker_rate_by_method``), and DPS against the best baseline (``dps_vs_best_baseline``)."""
@@ -256,7 +277,8 @@ def v2_numbers(results: Path) -> dict[str, Number]:
     its value (for the claims, :mod:`harness.claims`) and its printed text (for ``macros.tex``).
 
     Names are ``<Model><Data>[Seed<k>]<what>``; an ablation run's design is part of its name (``Abl`` for the
-    primary mean/target design, ``AblZeroAll`` for ``ablation_comparison-zero-all``; ``Dps`` for the DPS run).
+    primary mean/target design, ``AblZeroAll`` for ``ablation_comparison-zero-all``; ``Dps`` for the DPS run); the
+    seeds pooled by studies.seeds are ``<Model><Data>Pooled[<design>]<what>``.
     """
     out: dict[str, Number] = _Once()
     for model_dir in sorted(p for p in results.iterdir() if p.is_dir()) if results.exists() else []:
@@ -265,6 +287,10 @@ def v2_numbers(results: Path) -> dict[str, Number]:
             continue
         model = _model_short(model_dir.name)
         for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            for folder in sorted(data_dir.glob("all_seeds/seeds_summary*")):
+                if (folder / "manifest.json").exists():
+                    design = folder.name.removeprefix("seeds_summary").strip("-")
+                    _seeds_numbers(out, (model, _data_short(data_dir.name), "pooled", *design.split("-")), folder)
             for seed_dir in sorted(data_dir.glob("seed*")):
                 tag = (model, _data_short(data_dir.name), *_seed_tag(seed_dir.name))
                 studies = {p.name: p for p in seed_dir.iterdir() if (p / "manifest.json").exists()}

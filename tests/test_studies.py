@@ -215,6 +215,12 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert pooled.name.iloc[0] == "specific_pcs@2" and len(pooled) == 5
     man = json.loads((run.root / "manifest.json").read_text())
     assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
+    numbers = paper_tables.v2_numbers(tmp_path)  # the pooled estimate reaches the paper as macros
+    prefix = next(k for k in numbers if k.endswith("PooledSpecificPcsVsRandomMatchedMeanMean")).removesuffix(
+        "SpecificPcsVsRandomMatchedMeanMean")
+    assert numbers[prefix + "NExamples"].value == 6 and numbers[prefix + "Seeds"].value == 2
+    vs_random = pooled[pooled.baseline == "random_matched_mean@2"].iloc[0]
+    assert numbers[prefix + "SpecificPcsVsRandomMatchedMeanMean"].value == pytest.approx(vs_random.mean_diff, abs=5e-4)
     with pytest.raises(SystemExit, match="no finished run"):
         seeds.main(args + ["--seeds", "0", "7"])
 
