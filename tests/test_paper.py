@@ -85,6 +85,11 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
      "planted-signoff-retrieval"),
     ("gemma3-270m/conventions2012/seed0/signal/signal.csv",
      {"split": "evaluation", "gain": "gain_specific"}, (-0.01, 0.2), "signal-gemma-conv-specific"),
+    ("gemma3-270m/planted-conventions2012/seed0/known_answer/gain_removed_by_family.csv",
+     {"family": "signoff", "outcome": "specific_gain_lost", "set": "specific_pcs"}, (-0.02, 0.6),
+     "gemma-planted-signoff-heads"),
+    ("gemma3-270m/conventions2012/all_seeds/seeds_summary/comparison_pooled_specific_gain_lost.csv",
+     {"baseline": "random_matched_mean@10"}, (-0.01, 0.08), "gemma-pooled-specific"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
     """On a temporary copy of results/: moving one committed interval across zero makes its claim fail, by id."""
