@@ -68,7 +68,14 @@ def main(argv: list[str] | None = None) -> Run:
     for s, (_, abl) in folders.items():
         frame = pd.read_csv(abl / "per_example.csv", keep_default_na=False)  # matched_to "" stays ""
         frames.append(frame.assign(seed=s, example_id=f"seed{s}:" + frame.example_id.astype(str)))
-    pooled = pd.concat(frames, ignore_index=True)
+    # seeds may have nulls of different sizes (e.g. 100 layer-matched sets on one, the smaller null on another): pool
+    # the head sets every seed measured (random sets pair by their index in the null), and name what is left out
+    common = set.intersection(*(set(f.set) for f in frames))
+    left_out = sorted(set().union(*(set(f.set) for f in frames)) - common)
+    if left_out:
+        log.info("pooling the %d head sets every seed measured; %d measured on some seeds only are left out (e.g. %s)",
+                 len(common), len(left_out), left_out[0])
+    pooled = pd.concat([f[f.set.isin(common)] for f in frames], ignore_index=True)
     families, kmax = rankings[cfg.seeds[0]].families, max(cfg.k_heads)
     measured = [o for o in outcomes.OUTCOMES if o in pooled.columns]
     stat = dict(n_boot=cfg.n_boot, seed=cfg.seed)
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> Run:
         f"{r['family']} {r['mean_jaccard']:.2f}" for r in overlap if r["k"] == kmax))
     run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, extra={
         "seed_runs": {str(s): [str(p) for p in pair] for s, pair in folders.items()},
-        "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique())})
+        "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique()),
+        "n_sets_pooled": len(common), "n_sets_left_out": len(left_out)})
     summary.report(cfg.results, cfg.model, cfg.data)
     return run
 

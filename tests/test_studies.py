@@ -203,9 +203,9 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     from studies import seeds
 
     args = common(tiny_model_dir, tmp_path)
-    for seed in ("0", "1"):
+    for seed, null in (("0", []), ("1", ["--n-random", "3"])):  # seeds with nulls of different sizes still pool
         pcs_ranking.main(args + RANK + ["--seed", seed])
-        ablation_comparison.main(args + ABLATE + ["--seed", seed])
+        ablation_comparison.main(args + ABLATE + null + ["--seed", seed])
     run = seeds.main(args + ["--seeds", "0", "1"])
     overlap = pd.read_csv(run.root / "overlap_across_seeds.csv")
     assert set(overlap.family) >= {"specific_pcs", "pcs"} and overlap.mean_jaccard.between(0, 1).all()
@@ -215,6 +215,8 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert pooled.name.iloc[0] == "specific_pcs@2" and len(pooled) == 5
     man = json.loads((run.root / "manifest.json").read_text())
     assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
+    assert man["n_sets_left_out"] > 0  # seed 0's random sets #3, #4 of each named set: measured on one seed only
+    assert not pd.read_csv(run.root / "set_summary_by_seed.csv").query("seed == 'pooled'").empty
     numbers = paper_tables.v2_numbers(tmp_path)  # the pooled estimate reaches the paper as macros
     prefix = next(k for k in numbers if k.endswith("PooledSpecificPcsVsRandomMatchedMeanMean")).removesuffix(
         "SpecificPcsVsRandomMatchedMeanMean")
