@@ -135,6 +135,23 @@ def _signal_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) 
             out[macro_name(*tag, "mde", at, "users")] = _count(r["n_users"])
 
 
+def _set_numbers(out: dict[str, Number], tag: tuple[str, ...], rows: pd.DataFrame) -> None:
+    """A set summary's rows (one per named set and outcome): estimate, interval, null percentile, MDE and p."""
+    for _, r in rows.iterrows():
+        base = (*tag, r["set"], r["outcome"])
+        _with_ci(out, base, r["mean"], r["ci"])
+        out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
+        out[macro_name(*base, "mde")] = _num(r["mde"])
+        out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
+
+
+def _comparison_numbers(out: dict[str, Number], tag: tuple[str, ...], path: Path) -> None:
+    """A comparison table of the specific gain lost, if written: ``<tag><Family>Vs<Baseline>...`` per row."""
+    if path.exists():
+        for _, r in pd.read_csv(path).iterrows():
+            _comparison(out, (*tag, r["name"].split("@")[0], "vs", r["baseline"].split("@")[0]), r)
+
+
 def _ablation_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
     man = json.loads((folder / "manifest.json").read_text())
     out[macro_name(*tag, "n eval")] = _count(man["n_eval"])
@@ -142,17 +159,8 @@ def _ablation_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path
     out[macro_name(*tag, "k main")] = _count(man["k_main"])
     for field in ("n_random", "n_damage"):
         out[macro_name(*tag, field)] = _count(man["config"][field])
-    for _, r in pd.read_csv(folder / "set_summary.csv").iterrows():
-        base = (*tag, r["set"], r["outcome"])
-        _with_ci(out, base, r["mean"], r["ci"])
-        out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
-        out[macro_name(*base, "mde")] = _num(r["mde"])
-        out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
-    comp = folder / "comparison_specific_gain_lost.csv"
-    if comp.exists():
-        for _, r in pd.read_csv(comp).iterrows():
-            base = (*tag, r["name"].split("@")[0], "vs", r["baseline"].split("@")[0])
-            _comparison(out, base, r)
+    _set_numbers(out, tag, pd.read_csv(folder / "set_summary.csv"))
+    _comparison_numbers(out, tag, folder / "comparison_specific_gain_lost.csv")
     dm = folder / "damage_matched.csv"
     if dm.exists():
         for _, r in pd.read_csv(dm).iterrows():
@@ -170,16 +178,8 @@ def _seeds_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -
     out[macro_name(*tag, "n examples")] = _count(man["n_examples_pooled"])
     out[macro_name(*tag, "n users")] = _count(man["n_users_pooled"])
     summary_rows = pd.read_csv(folder / "set_summary_by_seed.csv", keep_default_na=False, na_values=[""])
-    for _, r in summary_rows[summary_rows["seed"].astype(str) == "pooled"].iterrows():
-        base = (*tag, r["set"], r["outcome"])
-        _with_ci(out, base, r["mean"], r["ci"])
-        out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
-        out[macro_name(*base, "mde")] = _num(r["mde"])
-        out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
-    comp = folder / "comparison_pooled_specific_gain_lost.csv"
-    if comp.exists():
-        for _, r in pd.read_csv(comp).iterrows():
-            _comparison(out, (*tag, r["name"].split("@")[0], "vs", r["baseline"].split("@")[0]), r)
+    _set_numbers(out, tag, summary_rows[summary_rows["seed"].astype(str) == "pooled"])
+    _comparison_numbers(out, tag, folder / "comparison_pooled_specific_gain_lost.csv")
 
 
 def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
