@@ -88,6 +88,8 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
     ("gemma3-270m/planted-conventions2012/seed0/known_answer/gain_removed_by_family.csv",
      {"family": "signoff", "outcome": "specific_gain_lost", "set": "specific_pcs"}, (-0.02, 0.6),
      "gemma-planted-signoff-heads"),
+    ("gemma3-270m/planted-conventions2012/seed0/known_answer/gain_removed_by_family.csv",
+     {"family": "case", "outcome": "gain_lost", "set": "contrast_pcs"}, (-0.02, 0.4), "gemma-planted-case-heads"),
     ("gemma3-270m/conventions2012/all_seeds/seeds_summary/comparison_pooled_specific_gain_lost.csv",
      {"baseline": "random_matched_mean@10"}, (-0.01, 0.08), "gemma-pooled-specific"),
 ])
@@ -111,3 +113,9 @@ def test_a_claim_stated_without_an_entry_in_the_claims_file_fails(tmp_path):
     text = paper_text() + r"\claim{unheld}{heads carry preference}"
     assert check(load_claims(CLAIMS), numbers, text) == [
         "the text states claim 'unheld', which the claims file does not hold"]
+
+
+def test_a_p_value_macro_typesets_in_math_mode_too():
+    """The text writes ``$p=\\Macro$``: a bound like <1e-4 must not come out as \\textless (text mode only)."""
+    assert paper_tables.fmt_p(1e-6) == r"\ensuremath{<}1e-4"
+    assert paper_tables.fmt_p(0.0312) == "0.031"
