@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import nnsight
 import torch
+from tqdm import tqdm
 
 from .data import Example, ProfileItem, build_prompt
 from .data.prompts import _render
@@ -88,7 +89,8 @@ def fit_style_vectors(model: Any, examples: Sequence[Example], layers: Sequence[
     if not prompts:
         raise ValueError("no usable profile items (all shorter than two words) to fit style vectors on")
     generic: list[str] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in tqdm(range(0, len(prompts), batch_size), desc="StyleVector fit (generic continuations)",
+                      unit="batch"):
         generic += decode(model, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
                           remote=remote).texts
     real_h = last_token_activations(model, [p + y for p, y in zip(prompts, reals)], layers,
@@ -132,16 +134,16 @@ def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, Sty
     prompts = [build_prompt(ex, model.tokenizer, max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing)
                for ex in examples]
     scores: dict[tuple[int, float], float] = {}
-    for layer, style in sorted(vectors.items()):
-        for alpha in alphas:
-            texts: list[str] = []
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start:start + batch_size]
-                texts += decode(model, [p.without_profile for p in chunk], max_new_tokens=max_new_tokens,
-                                sampling=sampling, steering=steering_for(style, [p.user_id for p in chunk], alpha),
-                                remote=remote).texts
-            rows = rouge_batch(texts, [p.target for p in prompts])
-            scores[(layer, float(alpha))] = sum(r["rougeL"] for r in rows) / len(rows)
+    grid = [(layer, style, alpha) for layer, style in sorted(vectors.items()) for alpha in alphas]
+    for layer, style, alpha in tqdm(grid, desc="StyleVector grid (layer, alpha)", unit="setting"):
+        texts: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            texts += decode(model, [p.without_profile for p in chunk], max_new_tokens=max_new_tokens,
+                            sampling=sampling, steering=steering_for(style, [p.user_id for p in chunk], alpha),
+                            remote=remote).texts
+        rows = rouge_batch(texts, [p.target for p in prompts])
+        scores[(layer, float(alpha))] = sum(r["rougeL"] for r in rows) / len(rows)
     best = max(scores, key=lambda key: (scores[key], -abs(key[1])))  # ties: the weaker intervention
     return StyleChoice(best[0], best[1], scores)
 
