@@ -19,6 +19,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -378,6 +379,27 @@ def delta_logits_report(model: Any, prompt: str, heads: HeadSet | str | None = N
     return report
 
 
+def token_label(text: str, width: int = 10) -> str:
+    """A token as a plot label: control characters escaped (``repr``), and characters the plot font has no glyph for
+    (CJK, emoji in DejaVu Sans) written as ``\\uXXXX`` instead of empty boxes; at most ``width`` characters."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    charmap = _font_charmap(font_manager.findfont(font_manager.FontProperties()), FT2Font)
+    shown = ""
+    for c in repr(text)[1:-1]:
+        piece = c if ord(c) in charmap else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        if shown and len(shown) + len(piece) > width:  # whole escapes only; the first piece always shows
+            break
+        shown += piece
+    return shown
+
+
+@functools.lru_cache(maxsize=4)
+def _font_charmap(path: str, font_class: Any) -> frozenset[int]:
+    return frozenset(font_class(path).get_charmap())
+
+
 def plot_delta_logits(report: list[TokenDelta], path: str, *, title: str = "DPS: Δ-logits (full − masked)") -> str:
     """Grid plot: one column per generated token, promoted tokens above and suppressed below, coloured by Δ."""
     import matplotlib
@@ -401,9 +423,9 @@ def plot_delta_logits(report: list[TokenDelta], path: str, *, title: str = "DPS:
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(2 * k):
         for j in range(len(report)):
-            ax.text(j, i, repr(labels[i][j])[1:-1][:10], ha="center", va="center", fontsize=7)
+            ax.text(j, i, token_label(labels[i][j]), ha="center", va="center", fontsize=7)
     ax.axhline(k - 0.5, color="black", lw=1)
-    ax.set_xticks(range(len(report)), [repr(s.token)[1:-1][:10] for s in report], rotation=60, fontsize=8)
+    ax.set_xticks(range(len(report)), [token_label(s.token) for s in report], rotation=60, fontsize=8)
     ax.set_yticks([k / 2 - 0.5, 1.5 * k - 0.5], ["promoted", "suppressed"])
     ax.set_xlabel("generated token")
     ax.set_title(title)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from harness.decoding import (Contrast, Sampling, contrast_scores, decode, delta_logits_report, encode,
-                              entropy_gamma, forward_step, next_tokens, plausibility_mask, plot_delta_logits)
+                              entropy_gamma, forward_step, next_tokens, plausibility_mask, plot_delta_logits,
+                              token_label)
 from harness.heads import HeadSet
 from reference_hooks import hooked_ablation
 
@@ -267,3 +268,20 @@ def test_decoding_prompts_carry_the_tokenizers_bos_once_as_scored_prompts_do():
     ids, mask = encode(tok, ["a b", "<bos> a"])  # plain text; a chat template that writes its BOS out
     assert ids.tolist() == [[1, 2, 3], [0, 1, 2]] and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
     assert score_encode(tok, "a b", "a").ids.tolist()[:3] == ids[0].tolist()  # generation sees what scoring scored
+
+
+def test_token_labels_escape_what_the_plot_font_cannot_draw(tmp_path):
+    """A CJK or emoji token would be drawn as empty boxes (matplotlib warns "Glyph ... missing"): it is written as its
+    code point instead; Latin accents and escaped control characters stay as they are; escapes are never cut."""
+    assert token_label("损害") == r"\u635f"  # two escapes exceed 10 characters: only whole ones are kept
+    assert token_label(" café\n") == r" café\n"
+    assert token_label("🙂") == r"\U0001f642"
+    assert token_label("abcdefghijklmno") == "abcdefghij"
+    from harness.decoding import TokenDelta
+
+    report = [TokenDelta(step=0, token="损", gamma=1.0, promoted=[("害", 1.0)], suppressed=[("a", -1.0)])]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning
+        plot_delta_logits(report, str(tmp_path / "cjk.png"))
