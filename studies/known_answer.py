@@ -12,6 +12,7 @@ DPS studies with the same preset and design; run them first) and writes ``result
   signal is the profile gain), each with its interval, its share of the planted gain and its place in the
   layer-matched null; and the same for each family's layer-matched random sets (set ``random:<family>``, the mean
   over its random sets per example), the share that many heads on those layers remove by themselves;
+- ``gain_removed_control_users``: the same head sets on the control users (no rule), to set beside the planted rows;
 - ``dps_marker_by_family``: DPS against each baseline on the planted users' marker rate;
 - ``overlap_across_families``: for each head family, the top-k Jaccard between planted families, and the heads that
   every abstract family (lexicon, spelling, case) shares.
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> Run:
                         run.root, "signal_by_family", caption="evaluation split; marker_*: NLL of the tokens the rule "
                         "changed (controls: would change)")
 
-    removed, rankings = [], {}
+    removed, controls, rankings = [], [], {}
     for fam, folders in runs.items():
         frame, losses = (_read(folders["ablation_comparison"] / "per_example.csv"),
                          _read(folders["ablation_comparison"] / "signal_losses.csv"))
@@ -113,6 +114,14 @@ def main(argv: list[str] | None = None) -> Run:
                     outcomes.matched_null_summary(mine, outcome, kmax, families, **stat):
                 removed.append({"family": fam, **row, "planted_gain": total,
                                 "share": row["mean"] / total if total else float("nan")})
+        # the same sets on the control users (no rule): what a set removes there is the users' own signal, which a
+        # planted share of the whole-text gain also contains (Gemma-3's controls keep a specific gain of their own)
+        theirs = frame[frame.example_id.isin(set(losses[(losses.group == "control")
+                                                        & (losses.split == "evaluation")].example_id))]
+        if theirs.user_id.nunique() >= 2:
+            for outcome in clean:
+                controls += [{"family": fam, **row, "n_users": theirs.user_id.nunique()} for row in outcomes.set_summary(
+                    theirs, outcome, kmax, rankings[fam].families, **stat)]
     tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
                                   ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"),
                                   ("planted_gain", "planted gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
@@ -120,6 +129,14 @@ def main(argv: list[str] | None = None) -> Run:
                                   ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
                         caption="planted users' evaluation examples; specific_gain_lost is a share of the planted users' "
                              "clean specific gain (other − own), gain_lost of their profile gain (none − own)")
+
+    tables.write_tables(controls, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
+                                   ("mean", "gain lost"), ("ci", "interval"), ("interval", "interval is"),
+                                   ("mde", "MDE"), ("null_percentile", "null pct."), ("n_users", "users")],
+                        run.root, "gain_removed_control_users",
+                        caption="control users' evaluation examples (no planted rule), the same head sets as "
+                                "gain_removed_by_family: set beside a planted row, what a set removes of the users' own "
+                                "signal; with few control users the interval is the range of user means")
 
     dps_rows = []
     for fam, folders in runs.items():

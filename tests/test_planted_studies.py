@@ -64,6 +64,16 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
     assert case.planted_gain["specific_gain_lost"] == pytest.approx((planted.loss_other - planted.loss_own).mean())
     assert case.planted_gain["gain_lost"] == pytest.approx((planted.loss_none - planted.loss_own).mean())
     assert case.share["gain_lost"] == pytest.approx(case["mean"]["gain_lost"] / case.planted_gain["gain_lost"])
+    # the same sets on the control users: their mean is the controls' per-example mean from the ablation run
+    controls = pd.read_csv(run.path("gain_removed_control_users.csv"))
+    frame = pd.read_csv(runs["case"]["ablation"].path("per_example.csv"))
+    theirs = losses[(losses.group == "control") & (losses.split == "evaluation")]
+    kmax = frame[frame.family == "specific_pcs"].k.max()  # the largest named k (damage-null sets are larger)
+    want = frame[frame.example_id.isin(set(theirs.example_id)) & (frame["set"] == f"specific_pcs@{kmax}")]
+    got = controls[(controls.family == "case") & (controls["set"] == "specific_pcs")].set_index("outcome")
+    assert theirs.user_id.nunique() >= 2 and got.n_users["gain_lost"] == theirs.user_id.nunique()
+    assert got["mean"]["specific_gain_lost"] == pytest.approx(want.specific_gain_lost.mean())
+    assert got["mean"]["gain_lost"] == pytest.approx(want.gain_lost.mean())
     assert set(pd.read_csv(run.path("dps_marker_by_family.csv")).family) == {"case"}
     overlap = pd.read_csv(run.path("overlap_across_families.csv"))
     assert {("case", "lexicon")} <= set(zip(overlap.planted_a, overlap.planted_b))
