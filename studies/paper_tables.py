@@ -212,6 +212,12 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
         out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
         out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
         out[macro_name(*base, "mde")] = _num(r["mde"])
+    controls = folder / "gain_removed_control_users.csv"  # the same sets on the control users (absent before it)
+    if controls.exists() and controls.stat().st_size > 1:
+        for _, r in pd.read_csv(controls).iterrows():
+            base = (*tag, r["family"], "control", r["set"], r["outcome"])
+            _with_ci(out, base, r["mean"], r["ci"])
+            out[macro_name(*base, "users")] = _count(r["n_users"])
     overlap = pd.read_csv(folder / "overlap_across_families.csv")
     for _, r in overlap[overlap.planted_b == "(all abstract)"].iterrows():  # heads in every abstract family's top-k
         shared = [] if r["shared"] in ("none", "") or r["shared"] != r["shared"] else str(r["shared"]).split(",")
