@@ -383,9 +383,8 @@ def token_label(text: str, width: int = 10) -> str:
     """A token as a plot label: control characters escaped (``repr``), and characters the plot font has no glyph for
     (CJK, emoji in DejaVu Sans) written as ``\\uXXXX`` instead of empty boxes; at most ``width`` characters."""
     from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
 
-    charmap = _font_charmap(font_manager.findfont(font_manager.FontProperties()), FT2Font)
+    charmap = _font_charmap(font_manager.findfont(font_manager.FontProperties()))
     shown = ""
     for c in repr(text)[1:-1]:
         piece = c if ord(c) in charmap else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
@@ -396,8 +395,11 @@ def token_label(text: str, width: int = 10) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _font_charmap(path: str, font_class: Any) -> frozenset[int]:
-    return frozenset(font_class(path).get_charmap())
+def _font_charmap(path: str) -> frozenset[int]:
+    """The code points a font file has glyphs for (read once per file)."""
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(path).get_charmap())
 
 
 def plot_delta_logits(report: list[TokenDelta], path: str, *, title: str = "DPS: Δ-logits (full − masked)") -> str:

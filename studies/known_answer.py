@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> Run:
         if frame is None or losses is None or fam not in rankings:
             continue
         frame["matched_to"] = frame.matched_to.fillna("")
-        planted = set(losses[losses.group == "planted"].example_id)
-        mine = frame[frame.example_id.isin(planted)]
-        gain = losses[losses.example_id.isin(planted) & (losses.split == "evaluation")]
+        ids = {g: set(losses[losses.group == g].example_id) for g in ("planted", "control")}
+        mine, theirs = (frame[frame.example_id.isin(ids[g])] for g in ("planted", "control"))  # evaluation examples
+        gain = losses[losses.example_id.isin(ids["planted"]) & (losses.split == "evaluation")]
         clean = {"specific_gain_lost": float((gain.loss_other - gain.loss_own).mean()),  # the gain each outcome
                  "gain_lost": float((gain.loss_none - gain.loss_own).mean())}  # is a share of
         kmax = max(k for k in rankings[fam].sets[rankings[fam].families[0]])
@@ -116,11 +116,10 @@ def main(argv: list[str] | None = None) -> Run:
                                 "share": row["mean"] / total if total else float("nan")})
         # the same sets on the control users (no rule): what a set removes there is the users' own signal, which a
         # planted share of the whole-text gain also contains (Gemma-3's controls keep a specific gain of their own)
-        theirs = frame[frame.example_id.isin(set(losses[(losses.group == "control")
-                                                        & (losses.split == "evaluation")].example_id))]
-        if theirs.user_id.nunique() >= 2:
+        n_controls = theirs.user_id.nunique()
+        if n_controls >= 2:
             for outcome in clean:
-                controls += [{"family": fam, **row, "n_users": theirs.user_id.nunique()} for row in outcomes.set_summary(
+                controls += [{"family": fam, **row, "n_users": n_controls} for row in outcomes.set_summary(
                     theirs, outcome, kmax, rankings[fam].families, **stat)]
     tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
                                   ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"),
