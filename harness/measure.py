@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .heads import HeadSet, all_heads, random_headset
+from .metrics import gold_marker_mask, marker_nll
 from .pcs import ablated_losses
 
 
@@ -70,25 +72,48 @@ def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: 
 def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: Sequence[str], *,
                     positions: str = "all", batch_size: int | None = None) -> pd.DataFrame:
     """Gold loss of every evaluation example under every set's ablation, per condition: one tidy row per
-    (example, set) with ``loss_<condition>`` and ``clean_<condition>`` columns.
+    (example, set) with ``loss_<condition>`` and ``clean_<condition>`` columns; on a planted corpus also
+    ``marker_loss_<condition>`` and ``marker_clean_<condition>``, the NLL of the rule's tokens alone (controls: the
+    tokens it would change; NaN where no scored token is one), from the same forwards.
 
-    Checkpoint rows are ``<example>|<condition>`` -> {heads: loss}; only heads not yet measured are computed, so a
-    resume or a changed ranking measures exactly what is missing.
+    Checkpoint rows are ``<example>|<condition>`` -> {heads: loss} (and {heads: marker NLL}); only heads not yet
+    measured are computed, so a resume or a changed ranking measures exactly what is missing.
     """
     ck = run.checkpoint("losses")
     unique = sorted({str(s.heads) for s in sets})
-    todo = [(e, c) for e in setup.split.evaluation for c in conditions
-            if not set(unique) <= set(ck.records.get(f"{e.example_id}|{c}", {}).get("losses", {}))]
+    masks = {e.example_id: gold_marker_mask(setup.tokenizer, e, setup.prompts[e.example_id].target,
+                                            max_target_tokens=setup.max_target_tokens)
+             for e in setup.split.evaluation if e.planted is not None}
+
+    def missing_in(key: str, ex: Any) -> list[str]:
+        rec = ck.records.get(key, {})
+        done = set(rec.get("losses", {}))
+        if ex.example_id in masks:  # a record from before the marker outcome measures its sets again
+            done &= set(rec.get("markers", {}))
+        return [h for h in unique if h not in done]
+
+    todo = [(e, c) for e in setup.split.evaluation for c in conditions if missing_in(f"{e.example_id}|{c}", e)]
     for ex, cond in tqdm(todo, desc="ablation sets", unit="example×condition"):
         key = f"{ex.example_id}|{cond}"
-        have = dict(ck.records[key]["losses"]) if key in ck else {}
-        missing = [h for h in unique if h not in have]
+        missing = missing_in(key, ex)
+        rec = ck.records.get(key, {})
+        have = {h: v for h, v in rec.get("losses", {}).items() if h not in missing}
         item = setup.tokenized(ex.example_id, cond)
+        mask = masks.get(ex.example_id)
         clean, losses = setup.call(ablated_losses, setup.model, item, [HeadSet.parse(h) for h in missing],
-                                   positions=positions, batch_size=batch_size, remote=setup.remote,
-                                   what=f"ablation sets on {key}", **setup.ablation)
-        ck.add(key, user_id=ex.user_id, clean=clean, losses={**have, **dict(zip(missing, losses.tolist()))})
+                                   positions=positions, batch_size=batch_size, per_token=mask is not None,
+                                   remote=setup.remote, what=f"ablation sets on {key}", **setup.ablation)
+        if mask is None:
+            ck.add(key, user_id=ex.user_id, clean=clean, losses={**have, **dict(zip(missing, losses.tolist()))})
+            continue
+        marker = marker_nll(torch.cat([clean[None], losses]), mask)  # None: no marker token among the scored ones
+        values = [None] * (len(missing) + 1) if marker is None else marker.tolist()
+        have_markers = {h: v for h, v in rec.get("markers", {}).items() if h not in missing}
+        ck.add(key, user_id=ex.user_id, clean=float(clean.mean()),
+               losses={**have, **dict(zip(missing, losses.mean(-1).tolist()))},
+               marker_clean=values[0], markers={**have_markers, **dict(zip(missing, values[1:]))})
     rows = []
+    nan = float("nan")
     for ex in setup.split.evaluation:
         recs = {c: ck.get(f"{ex.example_id}|{c}") for c in conditions}
         for s in sets:
@@ -96,6 +121,11 @@ def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: 
                    "heads": str(s.heads), "matched_to": s.matched_to}
             for c, r in recs.items():
                 row[f"loss_{c}"], row[f"clean_{c}"] = r["losses"][str(s.heads)], r["clean"]
+            if ex.example_id in masks:
+                for c, r in recs.items():
+                    marker, clean = r["markers"][str(s.heads)], r["marker_clean"]
+                    row[f"marker_loss_{c}"] = nan if marker is None else marker
+                    row[f"marker_clean_{c}"] = nan if clean is None else clean
             rows.append(row)
     return pd.DataFrame(rows)
 

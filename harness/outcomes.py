@@ -68,10 +68,20 @@ def measurable(conditions: Sequence[str]) -> list[str]:
 
 
 def add_outcomes(frame: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
-    """``frame`` with one column per outcome that its ``loss_<c>`` / ``clean_<c>`` columns allow."""
+    """``frame`` with one column per outcome that its ``loss_<c>`` / ``clean_<c>`` columns allow; where it also has
+    ``marker_loss_<c>`` / ``marker_clean_<c>`` (a planted corpus), each outcome again on the rule's tokens alone as
+    ``marker_<outcome>`` (NaN on an example that scores no marker token)."""
     out = frame.copy()
-    for name in measurable(conditions):
+    names = measurable(conditions)
+    for name in names:
         out[name] = OUTCOMES[name].fn(out)
+    if all(f"marker_loss_{c}" in out for c in conditions):
+        on_markers = out.rename(columns={f"{kind}_{c}": f"_{kind}_{c}" for kind in ("loss", "clean")
+                                         for c in conditions})
+        on_markers = on_markers.rename(columns={f"marker_{kind}_{c}": f"{kind}_{c}" for kind in ("loss", "clean")
+                                                for c in conditions})
+        for name in names:
+            out[f"marker_{name}"] = OUTCOMES[name].fn(on_markers)
     return out
 
 

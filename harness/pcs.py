@@ -186,9 +186,12 @@ def _scoring_inputs(feed: torch.Tensor, rows: int, prompt: Any, start: int) -> d
 
 def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *, mode: str = "zero",
                    reference: Reference | None = None, positions: str = "all", batch_size: int | None = BATCH_SIZE,
-                   reuse_prefix: bool = True, reuse_prompt: bool = True,
-                   remote: bool | str = False) -> tuple[float, torch.Tensor]:
+                   reuse_prefix: bool = True, reuse_prompt: bool = True, per_token: bool = False,
+                   remote: bool | str = False) -> tuple[Any, torch.Tensor]:
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
+
+    ``per_token``: the gold tokens' NLLs instead of their mean, ``(clean[n_target], losses[len(sets), n_target])``
+    (a planted rule's marker tokens are a subset of them; their means are the default's losses).
 
     ``positions``: ``"all"`` ablates every position; ``"target"`` only the positions that predict the gold tokens
     (``item.target_positions``); ``"profile"`` only the profile block's tokens (``item.profile``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
@@ -222,7 +225,7 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
                 prompt = model.output.cache
         with model.trace(**_scoring_inputs(feed, 1, prompt, start)):
             clean_out = [block(model, k).output for k in range(deepest)]
-            clean = traced_nll(model, ids, n_target, offset=start)
+            clean = traced_nll(model, ids, n_target, offset=start, per_token=per_token)
         losses = []
         for chunk, first in zip(chunks, firsts):
             rows = len(chunk)
@@ -230,11 +233,13 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
                 for k in range(first):
                     block(model, k).skip(_expand_rows(clean_out[k], rows))
                 ablate(model, [sets[i] for i in chunk], mode=mode, reference=ref, positions=at)
-                losses.append(traced_nll(model, ids, n_target, offset=start))
-        all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0))
+                losses.append(traced_nll(model, ids, n_target, offset=start, per_token=per_token))
+        all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0, *((n_target,) if per_token else ())))
         clean_loss = nnsight.save(clean)
-    out = torch.empty(len(sets))
+    out = torch.empty(len(sets), *((n_target,) if per_token else ()))
     out[[i for c in chunks for i in c]] = all_losses.detach().cpu().to(out.dtype)
+    if per_token:
+        return clean_loss[0].detach().cpu().to(out.dtype), out
     return float(clean_loss[0]), out
 
 

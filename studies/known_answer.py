@@ -13,6 +13,9 @@ DPS studies with the same preset and design; run them first) and writes ``result
   layer-matched null; and the same for each family's layer-matched random sets (set ``random:<family>``, the mean
   over its random sets per example), the share that many heads on those layers remove by themselves;
 - ``gain_removed_control_users``: the same head sets on the control users (no rule), to set beside the planted rows;
+- ``marker_gain_removed_by_family``: the same outcomes on the rule's tokens alone (controls: the tokens it would
+  change), planted and control users, for ablation runs that measured them: free of the users' own signal, which
+  lies mostly in the other tokens;
 - ``dps_marker_by_family``: DPS against each baseline on the planted users' marker rate;
 - ``overlap_across_families``: for each head family, the top-k Jaccard between planted families, and the heads that
   every abstract family (lexicon, spelling, case) shares.
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> Run:
                         run.root, "signal_by_family", caption="evaluation split; marker_*: NLL of the tokens the rule "
                         "changed (controls: would change)")
 
-    removed, controls, rankings = [], [], {}
+    removed, controls, markers, rankings = [], [], [], {}
     for fam, folders in runs.items():
         frame, losses = (_read(folders["ablation_comparison"] / "per_example.csv"),
                          _read(folders["ablation_comparison"] / "signal_losses.csv"))
@@ -121,6 +124,22 @@ def main(argv: list[str] | None = None) -> Run:
             for outcome in clean:
                 controls += [{"family": fam, **row, "n_users": n_controls} for row in outcomes.set_summary(
                     theirs, outcome, kmax, rankings[fam].families, **stat)]
+        # the rule's tokens alone (ablation runs that measured them): the users' own signal lies mostly elsewhere
+        if "marker_specific_gain_lost" in frame:
+            for group, part in (("planted", mine), ("control", theirs)):
+                part = part[part.marker_specific_gain_lost.notna()]
+                scored = losses[losses.example_id.isin(set(part.example_id)) & (losses.split == "evaluation")]
+                if part.user_id.nunique() < 2:
+                    continue
+                totals = {"marker_specific_gain_lost": float((scored.marker_other - scored.marker_own).mean()),
+                          "marker_gain_lost": float((scored.marker_none - scored.marker_own).mean())}
+                for outcome, total in totals.items():
+                    rows = outcomes.set_summary(part, outcome, kmax, rankings[fam].families, **stat)
+                    if group == "planted":
+                        rows += outcomes.matched_null_summary(part, outcome, kmax, rankings[fam].families, **stat)
+                    markers += [{"family": fam, "users": group, **row, "marker_gain": total,
+                                 "share": row["mean"] / total if total else float("nan"),
+                                 "n_users": int(part.user_id.nunique())} for row in rows]
     tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
                                   ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"),
                                   ("planted_gain", "planted gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
@@ -136,6 +155,16 @@ def main(argv: list[str] | None = None) -> Run:
                         caption="control users' evaluation examples (no planted rule), the same head sets as "
                                 "gain_removed_by_family: set beside a planted row, what a set removes of the users' own "
                                 "signal; with few control users the interval is the range of user means")
+
+    tables.write_tables(markers, [("family", "family"), ("users", "users"), ("outcome", "outcome"),
+                                  ("set", "head set"), ("mean", "gain lost"), ("ci", "interval"),
+                                  ("interval", "interval is"), ("share", "share of the marker gain"),
+                                  ("marker_gain", "marker gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
+                                  ("null_percentile", "null pct."), ("n_users", "users")],
+                        run.root, "marker_gain_removed_by_family",
+                        caption="the rule's tokens only (controls: the tokens it would change), evaluation examples "
+                                "that score one: marker_specific_gain_lost is a share of the clean marker specific "
+                                "gain (other − own), marker_gain_lost of the marker profile gain (none − own)")
 
     dps_rows = []
     for fam, folders in runs.items():

@@ -1,5 +1,9 @@
 """A planted corpus goes through every study by ``--data`` alone, and the known-answer tables come out."""
 
+import json
+import shutil
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,12 +78,64 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
     assert theirs.user_id.nunique() >= 2 and got.n_users["gain_lost"] == theirs.user_id.nunique()
     assert got["mean"]["specific_gain_lost"] == pytest.approx(want.specific_gain_lost.mean())
     assert got["mean"]["gain_lost"] == pytest.approx(want.gain_lost.mean())
+    # the rule's tokens alone: the same sets' marker outcomes, each a share of the planted users' clean marker gain
+    marker = pd.read_csv(run.path("marker_gain_removed_by_family.csv"))
+    assert "case" in set(marker.family) and "planted" in set(marker.users)  # 16 gold tokens: few lexicon markers
+    mine = frame[frame.example_id.isin(set(planted.example_id)) & (frame["set"] == f"specific_pcs@{kmax}")]
+    mine = mine[mine.marker_specific_gain_lost.notna()]
+    scored = planted[planted.example_id.isin(set(mine.example_id))]
+    got = marker[(marker.family == "case") & (marker.users == "planted") & (marker["set"] == "specific_pcs")]
+    got = got.set_index("outcome")
+    assert got["mean"]["marker_specific_gain_lost"] == pytest.approx(mine.marker_specific_gain_lost.mean())
+    assert got.marker_gain["marker_specific_gain_lost"] == pytest.approx((scored.marker_other - scored.marker_own).mean())
+    assert got.marker_gain["marker_gain_lost"] == pytest.approx((scored.marker_none - scored.marker_own).mean())
+    assert got.share["marker_gain_lost"] == pytest.approx(got["mean"]["marker_gain_lost"] / got.marker_gain["marker_gain_lost"])
+    assert "random:specific_pcs" in set(marker[marker.users == "planted"]["set"])
     assert set(pd.read_csv(run.path("dps_marker_by_family.csv")).family) == {"case"}
     overlap = pd.read_csv(run.path("overlap_across_families.csv"))
     assert {("case", "lexicon")} <= set(zip(overlap.planted_a, overlap.planted_b))
     assert "planted signoff: no finished" in caplog.text
     with pytest.raises(ConfigError, match="base dataset"):
         known_answer.main(["--model", str(tiny_model_dir), "--data", "planted:conventions2012:case"])
+
+
+def test_ablation_scores_the_rule_tokens_from_the_same_forwards(planted_runs):
+    _, runs = planted_runs
+    ablation = runs["case"]["ablation"]
+    frame = pd.read_csv(ablation.path("per_example.csv"))
+    signal = pd.read_csv(ablation.path("signal_losses.csv")).set_index("example_id")
+    assert {f"marker_{kind}_{c}" for kind in ("loss", "clean") for c in ("own", "other", "none")} <= set(frame.columns)
+    scored = frame[frame.marker_clean_own.notna()]
+    assert scored.example_id.nunique() >= 4
+    for c in ("own", "other", "none"):  # the clean rows are the signal's marker NLLs, NaN where it has none
+        np.testing.assert_allclose(scored[f"marker_clean_{c}"], signal.loc[scored.example_id, f"marker_{c}"],
+                                   atol=1e-4)
+        assert frame[f"marker_loss_{c}"].isna().equals(frame.example_id.map(signal[f"marker_{c}"]).isna())
+    want = (scored.marker_loss_own - scored.marker_clean_own) - (scored.marker_loss_other - scored.marker_clean_other)
+    np.testing.assert_allclose(scored.marker_specific_gain_lost, want)
+    np.testing.assert_allclose(scored.marker_gain_lost, (scored.marker_clean_none - scored.marker_clean_own)
+                               - (scored.marker_loss_none - scored.marker_loss_own))
+    named = scored[scored.family != "random_damage"]
+    assert (named.marker_loss_own - named.marker_clean_own).abs().max() > 1e-4, "ablation moves the rule's tokens"
+    assert not np.allclose(scored.marker_loss_own, scored.loss_own), "marker NLL is not the whole-text NLL"
+
+
+def test_an_ablation_record_without_marker_nlls_is_measured_again(planted_runs, tiny_model_dir, tmp_path):
+    results, runs = planted_runs
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    folder = copy / runs["case"]["ablation"].root.relative_to(results)
+    (ck,) = (folder / "checkpoints").glob("losses.*.jsonl")
+    lines = [json.loads(line) for line in ck.read_text().splitlines()]
+    for rec in lines[::2]:  # half the records as an older run wrote them: the mean losses only
+        rec.pop("markers"), rec.pop("marker_clean")
+    ck.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    again = ablation_comparison.main(args(tiny_model_dir, copy, "case") + ABLATE)
+    before = pd.read_csv(runs["case"]["ablation"].path("per_example.csv"))
+    after = pd.read_csv(again.path("per_example.csv"))
+    pd.testing.assert_frame_equal(after, before, atol=1e-5)
+    records = [json.loads(line) for line in ck.read_text().splitlines()]
+    assert len(records) == len(lines) + len(lines[::2]) and all("markers" in r for r in records[len(lines):])
 
 
 def test_summary_shows_all_users_then_the_planted_ones_once_each(planted_runs, tiny_model_dir):

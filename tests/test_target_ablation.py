@@ -162,6 +162,33 @@ def test_target_position_losses_equal_a_plain_pre_hook_at_target_positions(famil
     torch.testing.assert_close(got, hooked_losses(model, item, sets, means.values), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3_window"])
+@pytest.mark.parametrize("positions", ["all", "target"])
+def test_per_token_losses_are_the_gold_tokens_nlls_whose_means_are_the_losses(families, family, positions):
+    from harness.pcs import token_nlls
+
+    model = families[family]
+    item = encode(model.tokenizer, VARIANTS["own"], TARGET)
+    sets = random_sets(model, 7, seed=3) + [HeadSet()]
+    clean, losses = ablated_losses(model, item, sets, positions=positions, batch_size=3)
+    clean_t, losses_t = ablated_losses(model, item, sets, positions=positions, batch_size=3, per_token=True)
+    assert clean_t.shape == (item.n_target,) and losses_t.shape == (len(sets), item.n_target)
+    torch.testing.assert_close(clean_t, token_nlls(model, item), atol=1e-5, rtol=0)
+    torch.testing.assert_close(losses_t.mean(-1), losses, atol=1e-6, rtol=0)
+    assert clean_t.mean().item() == pytest.approx(clean, abs=1e-6)
+    torch.testing.assert_close(losses_t[-1], clean_t, atol=1e-5, rtol=0)  # the empty set is the clean model
+    assert (losses_t[:-1] - clean_t).abs().amax(-1).min() > 0, "every set changes some token's NLL"
+    # the per-token rows are the reference's: a pre-hook forward per set, each gold token's NLL
+    hf, d, ids = model._module, shape_of(model.config).head_dim, item.ids[None]
+    for row, hs in zip(losses_t[:2], sets[:2]):
+        with hooked_ablation(hf, {layer: list(h) for layer, h in hs.by_layer().items()}, d, None,
+                             positions=None if positions == "all" else item.target_positions), torch.no_grad():
+            want = target_nll(hf(input_ids=ids).logits, ids, item.n_target, per_token=True)[0]
+        torch.testing.assert_close(row, want, atol=1e-5, rtol=0)
+    _, none = ablated_losses(model, item, [], per_token=True)
+    assert none.shape == (0, item.n_target)
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_window"])
 def test_profile_positions_ablate_the_profile_block_only_and_equal_a_pre_hook(families, family):
     from harness.pcs import head_attributions
