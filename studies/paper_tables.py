@@ -218,6 +218,16 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
             base = (*tag, r["family"], "control", r["set"], r["outcome"])
             _with_ci(out, base, r["mean"], r["ci"])
             out[macro_name(*base, "users")] = _count(r["n_users"])
+    markers = folder / "marker_gain_removed_by_family.csv"  # the rule's tokens alone (ablation runs that scored them)
+    if markers.exists():
+        for _, r in pd.read_csv(markers).iterrows():
+            base = (*tag, r["family"], *(("control",) if r["users"] == "control" else ()), r["set"], r["outcome"])
+            _with_ci(out, base, r["mean"], r["ci"])
+            out[macro_name(*base, "share")] = _num(r["share"], 2)
+            out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
+            out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
+            out[macro_name(*base, "mde")] = _num(r["mde"])
+            out[macro_name(*base, "users")] = _count(r["n_users"])
     overlap = pd.read_csv(folder / "overlap_across_families.csv")
     for _, r in overlap[overlap.planted_b == "(all abstract)"].iterrows():  # heads in every abstract family's top-k
         shared = [] if r["shared"] in ("none", "") or r["shared"] != r["shared"] else str(r["shared"]).split(",")
@@ -333,6 +343,8 @@ TABLES = {  # study-relative results file -> caption (v2 runs; the appendix of t
     "known_answer/signal_by_family.tex": "Planted-preference users: signal per family, planted vs control users.",
     "known_answer/gain_removed_by_family.tex": "Planted-preference users: share of the planted gain removed by each "
                                                "family's top-k.",
+    "known_answer/marker_gain_removed_by_family.tex": "Planted-preference users: the same head sets on the rule's "
+                                                      "tokens alone, planted and control users.",
     "known_answer/dps_marker_by_family.tex": "Planted-preference users: DPS marker rate against each baseline.",
     "known_answer/overlap_across_families.tex": "Planted-preference users: top-k overlap across planted families.",
     "dps_decoding/methods.tex": "Generation by method (evaluation users; user-clustered 95\\% CI).",
