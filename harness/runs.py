@@ -184,7 +184,7 @@ class Run:
     config: dict  # the numbers config (what determines the numbers)
     started: float = field(default_factory=time.time)
     code: dict = field(default_factory=git_commit)  # the checkout when the run started (the code that ran)
-    _opened: dict = field(default_factory=dict)  # checkpoint name -> (Checkpoint, rows it held when opened)
+    _opened: dict = field(default_factory=dict)  # checkpoint name -> (Checkpoint, rows it appended but did not compute)
     borrow: bool = True  # may take units from sibling runs (start() turns it off for a remote backend)
     command: str = ""  # the study command (default: this process's command line)
     note: str = ""  # a warning every table of the run carries (e.g. no measured user-specific signal)
@@ -234,12 +234,13 @@ class Run:
         """The JSONL checkpoint ``checkpoints/<name>.<config hash>.jsonl``: rows of another config are never read."""
         if name not in self._opened:
             ck = Checkpoint(self.root / "checkpoints" / f"{name}.{self.config_hash}.jsonl")
-            self._opened[name] = (ck, len(ck))
+            self._opened[name] = (ck, 0)
         return self._opened[name][0]
 
     def rows_computed(self) -> int:
-        """Checkpoint rows this run added (0 when a resume found everything done)."""
-        return sum(len(ck) - before for ck, before in self._opened.values())
+        """Checkpoint rows this run wrote, new keys and keys it measured again (a record extended with new head sets
+        or outcomes); 0 when a resume found everything done. Rows adopted from sibling runs are not counted."""
+        return sum(ck.appended - lent for ck, lent in self._opened.values())
 
     def artifact(self, name: str, depends: dict, compute: Any) -> Any:
         """A derived artefact (baseline scores, style vectors, reference means) keyed by the settings it depends on:
@@ -464,6 +465,7 @@ class Checkpoint:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
+        self.appended = 0  # rows this object wrote (a key written again counts again)
         if self.path.exists():
             text = self.path.read_text()
             if text and not text.endswith("\n"):  # killed mid-write: drop the torn tail before appending again
@@ -499,6 +501,7 @@ class Checkpoint:
             _durable_write(f, (json.dumps(rec) + "\n").encode(), self.path.name)
         _crash_point("unrenamed", "done")  # an append has no rename: its line is complete
         self.records[key] = rec
+        self.appended += 1
         return rec
 
     def values(self) -> Iterator[dict]:

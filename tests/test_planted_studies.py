@@ -130,7 +130,10 @@ def test_an_ablation_record_without_marker_nlls_is_measured_again(planted_runs, 
     for rec in lines[::2]:  # half the records as an older run wrote them: the mean losses only
         rec.pop("markers"), rec.pop("marker_clean")
     ck.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    runs_before = json.loads((folder / "manifest.json").read_text())["provenance"]
     again = ablation_comparison.main(args(tiny_model_dir, copy, "case") + ABLATE)
+    runs_after = json.loads((folder / "manifest.json").read_text())["provenance"]
+    assert runs_after[:-1] == runs_before and runs_after[-1]["rows_computed"] == len(lines[::2])
     before = pd.read_csv(runs["case"]["ablation"].path("per_example.csv"))
     after = pd.read_csv(again.path("per_example.csv"))
     pd.testing.assert_frame_equal(after, before, atol=1e-5)

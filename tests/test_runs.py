@@ -291,6 +291,23 @@ def _study(tmp_path, study: str, **config) -> Run:
     return Run.open(tmp_path, "tiny", "toy", f"seed0/{study}", {"study": study, "n": 4, "seed": 0, **config})
 
 
+def test_a_resume_that_measures_a_key_again_counts_it_as_computed(tmp_path):
+    """A record extended under its old key (new head sets, a new outcome) is work this run did: its provenance says
+    so; a resume that finds everything done adds no provenance entry."""
+    first = _study(tmp_path, "ablation_comparison")
+    first.checkpoint("losses").add("ex1|own", losses={"L0H0": 1.0})
+    first.manifest(seed=0, model="tiny", data="toy")
+    again = _study(tmp_path, "ablation_comparison")
+    assert again.rows_computed() == 0
+    again.checkpoint("losses").add("ex1|own", losses={"L0H0": 1.0, "L1H0": 2.0})
+    assert len(again.checkpoint("losses")) == 1 and again.rows_computed() == 1
+    provenance = json.loads(again.manifest(seed=0, model="tiny", data="toy").read_text())["provenance"]
+    assert [p["rows_computed"] for p in provenance] == [1, 1]
+    done = _study(tmp_path, "ablation_comparison")
+    done.checkpoint("losses")
+    assert len(json.loads(done.manifest(seed=0, model="tiny", data="toy").read_text())["provenance"]) == 2
+
+
 def test_a_sibling_with_the_same_prompt_settings_lends_its_rows_and_they_count_as_not_computed(tmp_path):
     ranking = _study(tmp_path, "pcs_ranking", k_profile=2, estimator="exact")
     ranking.checkpoint("clean_losses").add("ex1|own", loss=1.0)
