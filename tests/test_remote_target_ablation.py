@@ -49,6 +49,18 @@ def test_target_position_losses_remote_equal_local_in_one_request(client, local,
     assert losses[2] == pytest.approx(clean, rel=1e-5) and (losses - clean).abs().max() > 0
 
 
+def test_per_token_losses_remote_equal_local_in_one_request(client, local, remote, item):
+    """The marker outcome's per-token NLLs travel back from the server in the same single request."""
+    with remote_job_counter() as count:
+        clean, losses = ablated_losses(client, item, SETS, positions="target", batch_size=3, per_token=True,
+                                       remote=remote)
+    assert count.requests == 1
+    want_clean, want = ablated_losses(local, item, SETS, positions="target", batch_size=3, per_token=True)
+    assert losses.shape == (len(SETS), item.n_target)
+    torch.testing.assert_close(clean, want_clean)
+    torch.testing.assert_close(losses, want)
+
+
 def test_target_position_head_effects_remote_equal_local(client, local, remote, item):
     with remote_job_counter() as count:
         clean, deltas = head_effects(client, item, positions="target", remote=remote)
