@@ -99,6 +99,8 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
     ("gemma3-270m/planted-conventions2012/seed0/known_answer/marker_gain_removed_by_family.csv",
      {"family": "spelling", "users": "planted", "outcome": "marker_specific_gain_lost", "set": "induction"},
      (-0.02, 0.3), "gemma-planted-marker-removal"),
+    ("gemma3-270m/planted-conventions2012/seed0/known_answer/dps_marker_by_family.csv",
+     {"family": "case", "baseline": "cad"}, (-0.5, 0.1), "gemma-dps-planted-case"),
     ("gemma3-270m/conventions2012/all_seeds/seeds_summary/comparison_pooled_specific_gain_lost.csv",
      {"baseline": "random_matched_mean@10"}, (-0.01, 0.08), "gemma-pooled-specific"),
 ])
