@@ -76,10 +76,8 @@ def add_outcomes(frame: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame
     for name in names:
         out[name] = OUTCOMES[name].fn(out)
     if all(f"marker_loss_{c}" in out for c in conditions):
-        on_markers = out.rename(columns={f"{kind}_{c}": f"_{kind}_{c}" for kind in ("loss", "clean")
-                                         for c in conditions})
-        on_markers = on_markers.rename(columns={f"marker_{kind}_{c}": f"{kind}_{c}" for kind in ("loss", "clean")
-                                                for c in conditions})
+        on_markers = pd.DataFrame({f"{kind}_{c}": out[f"marker_{kind}_{c}"] for kind in ("loss", "clean")
+                                   for c in conditions})
         for name in names:
             out[f"marker_{name}"] = OUTCOMES[name].fn(on_markers)
     return out

@@ -210,6 +210,7 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
     firsts = [min(f, shape.n_layers) for f in firsts]
     ids = item.ids[None]  # [1, T]
     n_target = item.n_target
+    per_set = (n_target,) if per_token else ()  # each set's loss: one mean, or one NLL per gold token
     target = item.target_positions
     cached = positions == "target" and reuse_prompt and target.start > 0
     start = target.start if cached else 0  # sequence index of each scoring forward's first token
@@ -234,9 +235,9 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
                     block(model, k).skip(_expand_rows(clean_out[k], rows))
                 ablate(model, [sets[i] for i in chunk], mode=mode, reference=ref, positions=at)
                 losses.append(traced_nll(model, ids, n_target, offset=start, per_token=per_token))
-        all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0, *((n_target,) if per_token else ())))
+        all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0, *per_set))
         clean_loss = nnsight.save(clean)
-    out = torch.empty(len(sets), *((n_target,) if per_token else ()))
+    out = torch.empty(len(sets), *per_set)
     out[[i for c in chunks for i in c]] = all_losses.detach().cpu().to(out.dtype)
     if per_token:
         return clean_loss[0].detach().cpu().to(out.dtype), out

@@ -67,6 +67,29 @@ def _read(path: Path) -> pd.DataFrame | None:
     return frame
 
 
+def _clean_gains(losses: pd.DataFrame, ids: set, column: str, prefix: str) -> dict[str, float]:
+    """The clean gains the ``<prefix>specific_gain_lost`` and ``<prefix>gain_lost`` outcomes are shares of: other −
+    own and none − own of the ``<column>_<condition>`` losses, averaged over the evaluation examples ``ids``."""
+    part = losses[losses.example_id.isin(ids) & (losses.split == "evaluation")]
+    own = part[f"{column}_own"]
+    return {f"{prefix}specific_gain_lost": float((part[f"{column}_other"] - own).mean()),
+            f"{prefix}gain_lost": float((part[f"{column}_none"] - own).mean())}
+
+
+def _share_rows(frame: pd.DataFrame, gains: dict[str, float], gain_field: str, k: int, families: list[str], *,
+                null: bool, stat: dict) -> list[dict]:
+    """Per outcome of ``gains`` (outcome -> the clean gain it is a share of): each family's summary at ``k`` (and,
+    with ``null``, each family's layer-matched random sets), with the gain under ``gain_field`` and the share."""
+    rows = []
+    for outcome, total in gains.items():
+        summaries = outcomes.set_summary(frame, outcome, k, families, **stat)
+        if null:
+            summaries += outcomes.matched_null_summary(frame, outcome, k, families, **stat)
+        rows += [{**row, gain_field: total, "share": row["mean"] / total if total else float("nan")}
+                 for row in summaries]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> Run:
     cfg = KnownAnswerConfig.from_argv(argv)
     begin(cfg)
@@ -107,16 +130,10 @@ def main(argv: list[str] | None = None) -> Run:
         frame["matched_to"] = frame.matched_to.fillna("")
         ids = {g: set(losses[losses.group == g].example_id) for g in ("planted", "control")}
         mine, theirs = (frame[frame.example_id.isin(ids[g])] for g in ("planted", "control"))  # evaluation examples
-        gain = losses[losses.example_id.isin(ids["planted"]) & (losses.split == "evaluation")]
-        clean = {"specific_gain_lost": float((gain.loss_other - gain.loss_own).mean()),  # the gain each outcome
-                 "gain_lost": float((gain.loss_none - gain.loss_own).mean())}  # is a share of
+        clean = _clean_gains(losses, ids["planted"], "loss", "")
         kmax = max(k for k in rankings[fam].sets[rankings[fam].families[0]])
-        for outcome, total in clean.items():
-            families = rankings[fam].families
-            for row in outcomes.set_summary(mine, outcome, kmax, families, **stat) + \
-                    outcomes.matched_null_summary(mine, outcome, kmax, families, **stat):
-                removed.append({"family": fam, **row, "planted_gain": total,
-                                "share": row["mean"] / total if total else float("nan")})
+        removed += [{"family": fam, **row} for row in _share_rows(mine, clean, "planted_gain", kmax,
+                                                                  rankings[fam].families, null=True, stat=stat)]
         # the same sets on the control users (no rule): what a set removes there is the users' own signal, which a
         # planted share of the whole-text gain also contains (Gemma-3's controls keep a specific gain of their own)
         n_controls = theirs.user_id.nunique()
@@ -128,18 +145,12 @@ def main(argv: list[str] | None = None) -> Run:
         if "marker_specific_gain_lost" in frame:
             for group, part in (("planted", mine), ("control", theirs)):
                 part = part[part.marker_specific_gain_lost.notna()]
-                scored = losses[losses.example_id.isin(set(part.example_id)) & (losses.split == "evaluation")]
                 if part.user_id.nunique() < 2:
                     continue
-                totals = {"marker_specific_gain_lost": float((scored.marker_other - scored.marker_own).mean()),
-                          "marker_gain_lost": float((scored.marker_none - scored.marker_own).mean())}
-                for outcome, total in totals.items():
-                    rows = outcomes.set_summary(part, outcome, kmax, rankings[fam].families, **stat)
-                    if group == "planted":
-                        rows += outcomes.matched_null_summary(part, outcome, kmax, rankings[fam].families, **stat)
-                    markers += [{"family": fam, "users": group, **row, "marker_gain": total,
-                                 "share": row["mean"] / total if total else float("nan"),
-                                 "n_users": int(part.user_id.nunique())} for row in rows]
+                totals = _clean_gains(losses, set(part.example_id), "marker", "marker_")
+                markers += [{"family": fam, "users": group, **row, "n_users": int(part.user_id.nunique())}
+                            for row in _share_rows(part, totals, "marker_gain", kmax, rankings[fam].families,
+                                                   null=group == "planted", stat=stat)]
     tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
                                   ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"),
                                   ("planted_gain", "planted gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),

@@ -200,18 +200,22 @@ def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> 
             _comparison(out, base, r)
 
 
+def _removed_numbers(out: dict[str, Number], base: tuple[str, ...], r: pd.Series) -> None:
+    """One known-answer row of a gain removed by a head set: mean and CI, share, null percentile, p and MDE."""
+    _with_ci(out, base, r["mean"], r["ci"])
+    out[macro_name(*base, "share")] = _num(r["share"], 2)
+    out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
+    out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
+    out[macro_name(*base, "mde")] = _num(r["mde"])
+
+
 def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
     for _, r in pd.read_csv(folder / "signal_by_family.csv").iterrows():
         base = (*tag, r["family"], r["group"], r["gain"])
         _with_ci(out, base, r["mean"], r["ci"])
         out[macro_name(*base, "users")] = _count(r["n_users"])
     for _, r in pd.read_csv(folder / "gain_removed_by_family.csv").iterrows():
-        base = (*tag, r["family"], r["set"], r["outcome"])
-        _with_ci(out, base, r["mean"], r["ci"])
-        out[macro_name(*base, "share")] = _num(r["share"], 2)
-        out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
-        out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
-        out[macro_name(*base, "mde")] = _num(r["mde"])
+        _removed_numbers(out, (*tag, r["family"], r["set"], r["outcome"]), r)
     controls = folder / "gain_removed_control_users.csv"  # the same sets on the control users (absent before it)
     if controls.exists():  # a run with too few control users writes the header only: no rows
         for _, r in pd.read_csv(controls).iterrows():
@@ -222,11 +226,7 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
     if markers.exists():
         for _, r in pd.read_csv(markers).iterrows():
             base = (*tag, r["family"], *(("control",) if r["users"] == "control" else ()), r["set"], r["outcome"])
-            _with_ci(out, base, r["mean"], r["ci"])
-            out[macro_name(*base, "share")] = _num(r["share"], 2)
-            out[macro_name(*base, "null pct")] = _pct(r["null_percentile"])
-            out[macro_name(*base, "p")] = _p_number(r["p_wilcoxon"])
-            out[macro_name(*base, "mde")] = _num(r["mde"])
+            _removed_numbers(out, base, r)
             out[macro_name(*base, "users")] = _count(r["n_users"])
     overlap = pd.read_csv(folder / "overlap_across_families.csv")
     for _, r in overlap[overlap.planted_b == "(all abstract)"].iterrows():  # heads in every abstract family's top-k
