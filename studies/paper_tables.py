@@ -182,6 +182,10 @@ def _seeds_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -
     _comparison_numbers(out, tag, folder / "comparison_pooled_specific_gain_lost.csv")
 
 
+BASELINE_NAMES = {"no_profile": "no profile", "profile": "the profile in context", "rag": "RAG", "cad": "CAD",
+                  "stylevector": "StyleVector"}  # how the paper names the baseline DPS is compared with
+
+
 def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
     """A DPS run: each generation method's metrics (``methods``), on a planted corpus each method's marker rate per
     group of users (``marker_rate_by_method``), and DPS against the best baseline (``dps_vs_best_baseline``)."""
@@ -194,6 +198,9 @@ def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> 
         for _, r in pd.read_csv(folder / "marker_rate_by_method.csv").iterrows():
             _with_ci(out, (*tag, r["group"], r["generation"], "marker"), r["marker_rate"], r["marker_rate_ci"])
     best = folder / "dps_vs_best_baseline.csv"
+    baseline = json.loads((folder / "manifest.json").read_text()).get("best_baseline")
+    if baseline:  # a name, not a number: its value is NaN, so no claim's condition can rest on it
+        out[macro_name(*tag, "best baseline")] = Number(float("nan"), BASELINE_NAMES.get(baseline, baseline))
     if best.exists():
         for _, r in pd.read_csv(best).iterrows():
             base = (*tag, r["name"], "vs best", r["outcome"])

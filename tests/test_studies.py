@@ -191,12 +191,15 @@ def test_a_ranking_from_another_draw_is_refused(finished, tmp_path):
 
 
 def test_paper_tables_are_generated_from_results(finished, tmp_path):
-    results, *_ = finished
+    results, _, _, dps, _ = finished
     out = paper_tables.main(["--results", str(results), "--out", str(tmp_path / "gen")])
     macros = (out / "macros.tex").read_text()
     assert "SignalEvaluationGainSpecificMean" in macros and "AblSpecificPcsSpecificGainLostMean" in macros
     appendix = next(out.glob("*-conventions2012.tex")).read_text()
     assert "Each named head set at the largest k" in appendix, appendix[:500]
+    best = json.loads((dps.root / "manifest.json").read_text())["best_baseline"]  # the baseline's name, as a macro
+    named = re.search(r"\\newcommand\{\\(\w+)DpsBestBaseline\}\{([^}]*)\}", macros)
+    assert named and named.group(2) == paper_tables.BASELINE_NAMES[best], (best, named)
 
 
 def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp_path):
