@@ -116,8 +116,13 @@ def _data_short(name: str) -> str:
     return macro_name(name)
 
 
+def _manifest(folder: Path) -> dict:
+    """A run folder's ``manifest.json`` (config, counts, the best baseline), as the readers below take it."""
+    return json.loads((folder / "manifest.json").read_text())
+
+
 def _signal_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
-    cfg = json.loads((folder / "manifest.json").read_text())["config"]
+    cfg = _manifest(folder)["config"]
     for field in ("max_prompt_tokens", "k_profile", "max_target_tokens", "n"):
         if isinstance(cfg.get(field), int):
             out[macro_name(*tag, "signal", field)] = _count(cfg[field])
@@ -153,7 +158,7 @@ def _comparison_numbers(out: dict[str, Number], tag: tuple[str, ...], path: Path
 
 
 def _ablation_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
-    man = json.loads((folder / "manifest.json").read_text())
+    man = _manifest(folder)
     out[macro_name(*tag, "n eval")] = _count(man["n_eval"])
     out[macro_name(*tag, "n eval users")] = _count(man["n_users"])
     out[macro_name(*tag, "k main")] = _count(man["k_main"])
@@ -173,7 +178,7 @@ def _seeds_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -
     """studies.seeds: every seed's evaluation examples pooled (user-clustered): each named set's outcomes
     (``<tag>Pooled<Set><Outcome>...``, as an ablation run's), the primary family against the others and its matched
     random sets on the specific gain lost (``<tag>Pooled<Family>Vs<Baseline>...``), and the pooled counts."""
-    man = json.loads((folder / "manifest.json").read_text())
+    man = _manifest(folder)
     out[macro_name(*tag, "seeds")] = _count(len(man["config"]["seeds"]))
     out[macro_name(*tag, "n examples")] = _count(man["n_examples_pooled"])
     out[macro_name(*tag, "n users")] = _count(man["n_users_pooled"])
@@ -198,7 +203,7 @@ def _dps_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> 
         for _, r in pd.read_csv(folder / "marker_rate_by_method.csv").iterrows():
             _with_ci(out, (*tag, r["group"], r["generation"], "marker"), r["marker_rate"], r["marker_rate_ci"])
     best = folder / "dps_vs_best_baseline.csv"
-    baseline = json.loads((folder / "manifest.json").read_text()).get("best_baseline")
+    baseline = _manifest(folder).get("best_baseline")
     if baseline:  # a name, not a number: its value is NaN, so no claim's condition can rest on it
         out[macro_name(*tag, "best baseline")] = Number(float("nan"), BASELINE_NAMES.get(baseline, baseline))
     if best.exists():
