@@ -133,7 +133,19 @@ def test_a_claim_stated_without_an_entry_in_the_claims_file_fails(tmp_path):
         "the text states claim 'unheld', which the claims file does not hold"]
 
 
-def test_a_p_value_macro_typesets_in_math_mode_too():
-    """The text writes ``$p=\\Macro$``: a bound like <1e-4 must not come out as \\textless (text mode only)."""
-    assert paper_tables.fmt_p(1e-6) == r"\ensuremath{<}1e-4"
-    assert paper_tables.fmt_p(0.0312) == "0.031"
+def test_a_p_value_macro_carries_its_relation_and_typesets_in_math_mode():
+    """The text writes ``$p\\Macro$``: a value prints ``= 0.031``, a small one ``= 5.0 x 10^-4`` and one below the
+    tables' floor ``< 10^-4`` (never ``p = <1e-4``, and never \\textless, which is text mode only)."""
+    assert paper_tables.fmt_p(1e-6) == r"\ensuremath{<10^{-4}}"
+    assert paper_tables.fmt_p(0.0312) == r"\ensuremath{=0.031}"
+    assert paper_tables.fmt_p(5e-4) == r"\ensuremath{=5.0\times10^{-4}}"
+
+
+def test_the_text_writes_no_relation_before_a_p_value_macro():
+    """A p macro prints its own relation, so ``p=\\Macro`` in the text would read ``p = = 0.031``."""
+    numbers = paper_tables.v2_numbers(ROOT / "results")
+    p_macros = {name for name, n in numbers.items() if n.text.startswith(r"\ensuremath{=") or
+                n.text.startswith(r"\ensuremath{<")}
+    assert p_macros, "no p-value macro was generated"
+    doubled = sorted(set(re.findall(r"[=<>]\s*\\([A-Za-z]+)", paper_text())) & p_macros)
+    assert not doubled, f"the text writes a relation before p macros that carry their own: {doubled}"
