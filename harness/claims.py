@@ -219,4 +219,11 @@ def report(claims: Mapping[str, Claim], numbers: Mapping[str, Number | float]) -
 
 
 def _text(v: Number | float) -> str:
-    return v.text if isinstance(v, Number) else _show(v)
+    """A number as the report prints it: the paper's text, with a p-value macro's math (``\\ensuremath{<10^{-4}}``,
+    ``\\ensuremath{=5.0\\times10^{-4}}``) read back as plain text (``<1e-4``, ``=5.0e-4``)."""
+    if not isinstance(v, Number):
+        return _show(v)
+    math = re.fullmatch(r"\\ensuremath\{(.*)\}", v.text)
+    if math is None:
+        return v.text
+    return re.sub(r"(\\times)?10\^\{(-?\d+)\}", lambda m: ("e" if m.group(1) else "1e") + m.group(2), math.group(1))

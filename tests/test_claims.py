@@ -110,6 +110,11 @@ def test_report_lists_each_claim_with_its_verdict_and_printed_numbers():
               "down": Claim("down", "Loss below 0.", ("LossHigh",), "LossHigh < 0"),
               "gone": Claim("gone", "Uses a number not generated.", ("Gone",), "Gone > 0")}
     numbers = {"GainLow": Number(0.012, "0.012"), "GainMean": Number(0.0456, "0.046"), "LossHigh": Number(0.3, "0.300")}
+    p_values = {"tiny": Claim("tiny", "Below the floor.", ("P",), "P < 0.05"),
+                "small": Claim("small", "Small.", ("Q",), "Q < 0.05")}
+    printed = report(p_values, {"P": Number(1e-6, r"\ensuremath{<10^{-4}}"),
+                                "Q": Number(5e-4, r"\ensuremath{=5.0\times10^{-4}}")}).splitlines()
+    assert printed[0].endswith("Numbers: P <1e-4.") and printed[1].endswith("Numbers: Q =5.0e-4."), printed
     lines = report(claims, numbers).splitlines()
     assert lines[0] == ("- **up** (holds): Gain above 0. Condition: `GainLow > 0`. Numbers: GainLow 0.012, "
                         "GainMean 0.046.")
