@@ -110,6 +110,8 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
      {"name": "dps-random", "outcome": "style_similarity"}, (0.01, 0.09), "gemma-dps-real-style"),
     ("gemma3-270m/conventions2012/seed0/ablation_comparison-zero-all/comparison_specific_gain_lost.csv",
      {"baseline": "random_matched_mean@10"}, (-0.01, 0.2), "gemma-zeroall-specific"),
+    ("gemma3-270m/conventions2012/seed1/ablation_comparison-zero-all/comparison_specific_gain_lost.csv",
+     {"baseline": "random_matched_mean@10"}, (0.01, 0.1), "gemma-zeroall-seeds"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
     """On a temporary copy of results/: moving one committed interval across zero makes its claim fail, by id."""
