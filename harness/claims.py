@@ -223,7 +223,8 @@ def _text(v: Number | float) -> str:
     ``\\ensuremath{=5.0\\times10^{-4}}``) read back as plain text (``<1e-4``, ``=5.0e-4``)."""
     if not isinstance(v, Number):
         return _show(v)
-    math = re.fullmatch(r"\\ensuremath\{(.*)\}", v.text)
-    if math is None:
+    in_math = re.fullmatch(r"\\ensuremath\{(.*)\}", v.text)
+    if in_math is None:
         return v.text
-    return re.sub(r"(\\times)?10\^\{(-?\d+)\}", lambda m: ("e" if m.group(1) else "1e") + m.group(2), math.group(1))
+    return re.sub(r"(\\times)?10\^\{(-?\d+)\}", lambda m: ("e" if m.group(1) else "1e") + m.group(2),
+                  in_math.group(1))
