@@ -112,6 +112,8 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
      {"baseline": "random_matched_mean@10"}, (-0.01, 0.2), "gemma-zeroall-specific"),
     ("gemma3-270m/conventions2012/seed1/ablation_comparison-zero-all/comparison_specific_gain_lost.csv",
      {"baseline": "random_matched_mean@10"}, (0.01, 0.1), "gemma-zeroall-seeds"),
+    ("smollm2-135m/conventions2012/seed1/ablation_comparison-zero-all/set_summary.csv",
+     {"set": "retrieval", "outcome": "specific_gain_lost"}, (0.01, 0.05), "smol-zeroall-seeds-copy"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
     """On a temporary copy of results/: moving one committed interval across zero makes its claim fail, by id."""
