@@ -266,28 +266,32 @@ def _known_answer_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: 
         _comparison(out, base, r)
 
 
-CROSS_MODEL = "cross_model"  # studies.cross_model's folder in results/: not a model
+CROSS_MODEL = "cross_model"  # studies.cross_model's folder in results/ (cross_model-<design>/ too): not a model
 
 
-def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
+def _cross_model_numbers(out: dict[str, Number], folder: Path, design: tuple[str, ...] = ()) -> None:
     """studies.cross_model: per model and head family the top-k's relative depth (``Cross<Model><Family>Depth...``,
     over every data folder and seed: ``data == all``; ``Cross<Model><Data>[Seed<k>]<Family>Depth...`` per ranking), and
     per ranking how many of a family's top-k are copy heads (``...<Family>Vs<Retrieval|Induction>Shared``), how many
     two random top-k sets share on average (``...Chance``) and the chance of sharing as many (``...PChance``); per
     model, data folder and family, the top-k overlap across split seeds (``Cross<Model><Data><Family>Seeds...``: the
-    pairs, the fewest and most heads shared, the mean Jaccard, the chance scale and the largest chance p)."""
+    pairs, the fewest and most heads shared, the mean Jaccard, the chance scale and the largest chance p).
+
+    ``design``: the rankings of another design (``cross_model-zero-all/``: ``("zero", "all")``), named after
+    ``Cross`` (``CrossZeroAll<Model>...``)."""
+    cross = ("cross", *design)
     if (folder / "depth.csv").exists():
         for _, r in pd.read_csv(folder / "depth.csv").iterrows():
             model = _model_short(r["model"])
             where = () if r["data"] == "all" else (_data_short(r["data"]), *_seed_tag(r["seed"]))
-            base = ("cross", model, *where, r["family"], "depth")
+            base = (*cross, model, *where, r["family"], "depth")
             out[macro_name(*base, "k")] = _count(r["k"])
             for stat in ("mean", "min", "max"):
                 out[macro_name(*base, stat)] = _num(r[stat], 2)
     if (folder / "contrast_vs_copy.csv").exists():
         for _, r in pd.read_csv(folder / "contrast_vs_copy.csv").iterrows():
             model = _model_short(r["model"])
-            base = ("cross", model, _data_short(r["data"]), *_seed_tag(r["seed"]), r["family"], "vs", r["vs"])
+            base = (*cross, model, _data_short(r["data"]), *_seed_tag(r["seed"]), r["family"], "vs", r["vs"])
             out[macro_name(*base, "k")] = _count(r["k"])
             out[macro_name(*base, "shared")] = _count(r["n_shared"])
             out[macro_name(*base, "jaccard")] = _num(r["jaccard"], 2)
@@ -297,7 +301,7 @@ def _cross_model_numbers(out: dict[str, Number], folder: Path) -> None:
         overlap = pd.read_csv(folder / "overlap.csv")
         seeds = overlap[overlap["comparison"] == "across seeds"]
         for (model, data, family), g in seeds.groupby(["model", "data_a", "family"]):
-            base = ("cross", _model_short(model), _data_short(data), family, "seeds")
+            base = (*cross, _model_short(model), _data_short(data), family, "seeds")
             out[macro_name(*base, "pairs")] = _count(len(g))
             out[macro_name(*base, "k")] = _count(g["k"].min())
             out[macro_name(*base, "shared min")] = _count(g["n_shared"].min())
@@ -326,8 +330,9 @@ def v2_numbers(results: Path) -> dict[str, Number]:
     """
     out: dict[str, Number] = _Once()
     for model_dir in sorted(p for p in results.iterdir() if p.is_dir()) if results.exists() else []:
-        if model_dir.name == CROSS_MODEL:
-            _cross_model_numbers(out, model_dir)
+        if model_dir.name == CROSS_MODEL or model_dir.name.startswith(CROSS_MODEL + "-"):
+            design = model_dir.name.removeprefix(CROSS_MODEL).strip("-")
+            _cross_model_numbers(out, model_dir, tuple(design.split("-")) if design else ())
             continue
         model = _model_short(model_dir.name)
         for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):

@@ -183,3 +183,30 @@ def test_another_designs_rankings_go_to_their_own_folder():
     assert cross_model.CrossModelConfig.from_argv([]).out_folder == "cross_model"
     assert cross_model.CrossModelConfig.from_argv(["--ranking-folder", "pcs_ranking-zero-all"]).out_folder == \
         "cross_model-zero-all"
+
+
+def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros(results):
+    """``cross_model-zero-all/`` is not a model: paper_tables names its numbers ``CrossZeroAll...``, beside (never
+    over) the primary design's ``Cross...``, and the results summary skips it."""
+    from harness import summary
+    from studies import paper_tables
+
+    for ranking in results.glob("*/*/seed*/pcs_ranking"):  # the zero design: m4's seed-0 contrast set moves
+        zero = ranking.with_name("pcs_ranking-zero-all")
+        orders = {"specific_pcs": "L3H0,L1H1", "contrast_pcs": "L3H0,L2H1", "retrieval": "L3H0,L2H1,L0H0",
+                  "induction": "L2H0,L2H1,L0H0"}
+        if ranking.parts[-3:] == ("conventions2012", "seed0", "pcs_ranking") and ranking.parts[-4] == "m4":
+            Ranking.from_maps({f: ranked(4, 2, o) for f, o in orders.items()}, [1, 2], ["d0", "d1"],
+                              {"model": "m4", "data": "conventions2012", "seed": 0}).save(zero / "ranking.json")
+            (zero / "manifest.json").write_text("{}")
+    cross_model.main(["--results", str(results)])
+    run = cross_model.main(["--results", str(results), "--ranking-folder", "pcs_ranking-zero-all"])
+    assert run.root == results / "cross_model-zero-all"
+    numbers = paper_tables.v2_numbers(results)
+    primary = "CrossMFourConvContrastPcsVsRetrievalShared"  # seed 0 carries no seed tag
+    zero = "CrossZeroAllMFourConvContrastPcsVsRetrievalShared"
+    assert numbers[primary].value == 0  # L2H0, L0H1 against L3H0, L2H1
+    assert numbers[zero].value == 2  # L3H0, L2H1 against the same
+    assert not any(name.startswith("CrossZeroAllMEight") for name in numbers)  # m8 has no zero-design ranking
+    text = summary.write(results).read_text()
+    assert "cross_model" not in text
