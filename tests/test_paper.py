@@ -67,13 +67,16 @@ def results_copy(tmp_path_factory):
     return dst
 
 
-def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
+def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) -> None:
+    """Move the one row matching ``match``: its ``ci`` to ``change`` (low, high), or the columns of a dict."""
     import pandas as pd
 
     table = pd.read_csv(csv_path)
     rows = (table[list(match)] == pd.Series(match)).all(axis=1)
     assert rows.sum() == 1, f"{csv_path}: {match} matches {rows.sum()} rows"
-    table.loc[rows, "ci"] = json.dumps([low, high])
+    for column, value in (change.items() if isinstance(change, dict) else [("ci", json.dumps(list(change)))]):
+        assert column in table, f"{csv_path} has no column {column!r}"
+        table.loc[rows, column] = value
     table.to_csv(csv_path, index=False)
 
 
@@ -114,16 +117,23 @@ def _perturb_ci(csv_path: Path, match: dict, low: float, high: float) -> None:
      {"baseline": "random_matched_mean@10"}, (0.01, 0.1), "gemma-zeroall-seeds"),
     ("smollm2-135m/conventions2012/seed1/ablation_comparison-zero-all/set_summary.csv",
      {"set": "retrieval", "outcome": "specific_gain_lost"}, (0.01, 0.05), "smol-zeroall-seeds-copy"),
+    ("cross_model-zero-all/contrast_vs_copy.csv",
+     {"model": "smollm2-135m", "seed": 1, "family": "contrast_pcs", "vs": "retrieval"}, {"n_shared": 3},
+     "cross-zeroall-smol-contrast-not-copy"),
+    ("cross_model-zero-all/contrast_vs_copy.csv",
+     {"model": "gemma3-270m", "seed": 2, "family": "contrast_pcs", "vs": "retrieval"}, {"n_shared": 4},
+     "cross-zeroall-gemma-contrast"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
-    """On a temporary copy of results/: moving one committed interval across zero makes its claim fail, by id."""
+    """On a temporary copy of results/: moving one committed number (an interval across zero, a count of shared heads)
+    makes its claim fail, by id."""
     target = results_copy / rel
     saved = target.read_bytes()
     try:
         numbers = paper_tables.v2_numbers(results_copy)
         claims = load_claims(CLAIMS)
         assert check(claims, numbers, paper_text(), defined_macros()) == []
-        _perturb_ci(target, match, *ci)
+        _perturb(target, match, ci)
         problems = check(claims, paper_tables.v2_numbers(results_copy), paper_text(), defined_macros())
         assert len(problems) == 1 and problems[0].startswith(f"claim {claim!r} no longer holds"), problems
     finally:
