@@ -25,9 +25,10 @@ def ranked(n_layers: int, n_heads: int, order: str) -> torch.Tensor:
 
 
 def save(results: Path, model: str, data: str, seed: int | None, shape: tuple[int, int], orders: dict[str, str],
-         ks: list[int]) -> Path:
-    """A ranking folder as pcs_ranking writes it (``seed=None``: the v1 layout, without a seed level)."""
-    folder = results / model / data / (f"seed{seed}/pcs_ranking" if seed is not None else "pcs_ranking")
+         ks: list[int], study: str = "pcs_ranking") -> Path:
+    """A ranking folder as pcs_ranking writes it (``seed=None``: the v1 layout, without a seed level; ``study``:
+    another design's folder, e.g. ``pcs_ranking-zero-all``)."""
+    folder = results / model / data / (f"seed{seed}/{study}" if seed is not None else study)
     ranking = Ranking.from_maps({f: ranked(*shape, o) for f, o in orders.items()}, ks, ["d0", "d1"],
                                 {"model": model, "data": data, "seed": seed})
     ranking.save(folder / "ranking.json")
@@ -191,14 +192,9 @@ def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros
     from harness import summary
     from studies import paper_tables
 
-    for ranking in results.glob("*/*/seed*/pcs_ranking"):  # the zero design: m4's seed-0 contrast set moves
-        zero = ranking.with_name("pcs_ranking-zero-all")
-        orders = {"specific_pcs": "L3H0,L1H1", "contrast_pcs": "L3H0,L2H1", "retrieval": "L3H0,L2H1,L0H0",
-                  "induction": "L2H0,L2H1,L0H0"}
-        if ranking.parts[-3:] == ("conventions2012", "seed0", "pcs_ranking") and ranking.parts[-4] == "m4":
-            Ranking.from_maps({f: ranked(4, 2, o) for f, o in orders.items()}, [1, 2], ["d0", "d1"],
-                              {"model": "m4", "data": "conventions2012", "seed": 0}).save(zero / "ranking.json")
-            (zero / "manifest.json").write_text("{}")
+    save(results, "m4", "conventions2012", 0, (4, 2),  # the zero design: only m4's seed-0 contrast set moves
+         {"specific_pcs": "L3H0,L1H1", "contrast_pcs": "L3H0,L2H1", "retrieval": "L3H0,L2H1,L0H0",
+          "induction": "L2H0,L2H1,L0H0"}, [1, 2], study="pcs_ranking-zero-all")
     cross_model.main(["--results", str(results)])
     run = cross_model.main(["--results", str(results), "--ranking-folder", "pcs_ranking-zero-all"])
     assert run.root == results / "cross_model-zero-all"

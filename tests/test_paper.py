@@ -80,7 +80,7 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     table.to_csv(csv_path, index=False)
 
 
-@pytest.mark.parametrize("rel, match, ci, claim", [
+@pytest.mark.parametrize("rel, match, change, claim", [
     ("smollm2-135m/conventions2012/seed0/signal/signal.csv",
      {"split": "evaluation", "gain": "gain_specific"}, (-0.01, 0.2), "signal-conv-specific"),
     ("smollm2-135m/planted-conventions2012/seed0/known_answer/gain_removed_by_family.csv",
@@ -124,7 +124,7 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
      {"model": "gemma3-270m", "seed": 2, "family": "contrast_pcs", "vs": "retrieval"}, {"n_shared": 4},
      "cross-zeroall-gemma-contrast"),
 ])
-def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, ci, claim):
+def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, change, claim):
     """On a temporary copy of results/: moving one committed number (an interval across zero, a count of shared heads)
     makes its claim fail, by id."""
     target = results_copy / rel
@@ -133,7 +133,7 @@ def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel
         numbers = paper_tables.v2_numbers(results_copy)
         claims = load_claims(CLAIMS)
         assert check(claims, numbers, paper_text(), defined_macros()) == []
-        _perturb(target, match, ci)
+        _perturb(target, match, change)
         problems = check(claims, paper_tables.v2_numbers(results_copy), paper_text(), defined_macros())
         assert len(problems) == 1 and problems[0].startswith(f"claim {claim!r} no longer holds"), problems
     finally:
