@@ -117,6 +117,13 @@ def _model_short(name: str) -> str:
     return MODEL_SHORT.get(name, macro_name(name))
 
 
+def _design(folder: str, study: str) -> tuple[str, ...]:
+    """The design words a study folder's name adds to its study's (``ablation_comparison-zero-all``,
+    ``seeds_summary-zero-all``, ``cross_model-zero-all`` -> ``("zero", "all")``; the primary design's folder -> none)."""
+    rest = folder.removeprefix(study).strip("-")
+    return tuple(rest.split("-")) if rest else ()
+
+
 def _seed_tag(seed: int | str) -> tuple[str, ...]:
     """A seed's part of a macro name, from the seed or its folder name: none for seed 0, whose numbers the text
     quotes, else ``Seed<k>``."""
@@ -331,15 +338,14 @@ def v2_numbers(results: Path) -> dict[str, Number]:
     out: dict[str, Number] = _Once()
     for model_dir in sorted(p for p in results.iterdir() if p.is_dir()) if results.exists() else []:
         if model_dir.name == CROSS_MODEL or model_dir.name.startswith(CROSS_MODEL + "-"):
-            design = model_dir.name.removeprefix(CROSS_MODEL).strip("-")
-            _cross_model_numbers(out, model_dir, tuple(design.split("-")) if design else ())
+            _cross_model_numbers(out, model_dir, _design(model_dir.name, CROSS_MODEL))
             continue
         model = _model_short(model_dir.name)
         for data_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
             for folder in sorted(data_dir.glob("all_seeds/seeds_summary*")):
                 if (folder / "manifest.json").exists():
-                    design = folder.name.removeprefix("seeds_summary").strip("-")
-                    _seeds_numbers(out, (model, _data_short(data_dir.name), "pooled", *design.split("-")), folder)
+                    _seeds_numbers(out, (model, _data_short(data_dir.name), "pooled",
+                                         *_design(folder.name, "seeds_summary")), folder)
             for seed_dir in sorted(data_dir.glob("seed*")):
                 tag = (model, _data_short(data_dir.name), *_seed_tag(seed_dir.name))
                 studies = {p.name: p for p in seed_dir.iterdir() if (p / "manifest.json").exists()}
@@ -348,8 +354,7 @@ def v2_numbers(results: Path) -> dict[str, Number]:
                     _signal_numbers(out, tag, signal.parent)
                 for name, folder in sorted(studies.items()):
                     if name.startswith("ablation_comparison") and (folder / "set_summary.csv").exists():
-                        design = name.removeprefix("ablation_comparison").strip("-")
-                        _ablation_numbers(out, (*tag, "abl", *design.split("-")), folder)
+                        _ablation_numbers(out, (*tag, "abl", *_design(name, "ablation_comparison")), folder)
                     elif name == "dps_decoding" and (folder / "methods.csv").exists():
                         _dps_numbers(out, (*tag, "dps"), folder)
                     elif name == "known_answer":
