@@ -123,6 +123,9 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("cross_model-zero-all/contrast_vs_copy.csv",
      {"model": "gemma3-270m", "seed": 2, "family": "contrast_pcs", "vs": "retrieval"}, {"n_shared": 4},
      "cross-zeroall-gemma-contrast"),
+    ("cross_model/contrast_vs_copy.csv",
+     {"model": "gemma3-270m", "data": "planted-conventions2012-signoff", "family": "specific_pcs", "vs": "induction"},
+     {"n_shared": 3}, "gemma-planted-signoff-not-copy"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, change, claim):
     """On a temporary copy of results/: moving one committed number (an interval across zero, a count of shared heads)
