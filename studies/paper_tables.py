@@ -144,6 +144,22 @@ def _manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
+STUDY_WORDS = {"signal": ("signal",), "pcs_ranking": ("ranking",), "ablation_comparison": ("abl",),
+               "dps_decoding": ("dps",)}  # a study folder's words in its wall-time macro (design words follow)
+
+
+def _minutes(out: dict[str, Number], tag: tuple[str, ...], name: str, folder: Path) -> None:
+    """A study folder's measured compute, ``<tag><Study>[<design>]Minutes``: the wall time of every run its manifest's
+    provenance records as having computed rows (a resumed or re-measured folder: their sum), in whole minutes. A
+    folder that was only re-rendered, or a study not in :data:`STUDY_WORDS`, gets none."""
+    study = next((s for s in STUDY_WORDS if name == s or name.startswith(s + "-")), None)
+    runs = _manifest(folder).get("provenance") or []
+    if study is None or not runs:
+        return
+    minutes = sum(float(r["seconds"]) for r in runs) / 60
+    out[macro_name(*tag, *STUDY_WORDS[study], *_design(name, study), "minutes")] = Number(minutes, f"{minutes:.0f}")
+
+
 def _signal_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) -> None:
     cfg = _manifest(folder)["config"]
     for field in ("max_prompt_tokens", "k_profile", "max_target_tokens", "n"):
@@ -353,6 +369,7 @@ def v2_numbers(results: Path) -> dict[str, Number]:
                 if signal is not None:
                     _signal_numbers(out, tag, signal.parent)
                 for name, folder in sorted(studies.items()):
+                    _minutes(out, tag, name, folder)
                     if name.startswith("ablation_comparison") and (folder / "set_summary.csv").exists():
                         _ablation_numbers(out, (*tag, "abl", *_design(name, "ablation_comparison")), folder)
                     elif name == "dps_decoding" and (folder / "methods.csv").exists():

@@ -202,6 +202,21 @@ def test_paper_tables_are_generated_from_results(finished, tmp_path):
     assert named and named.group(2) == paper_tables.BASELINE_NAMES[best], (best, named)
 
 
+def test_paper_tables_give_each_study_folder_its_measured_minutes(tmp_path):
+    """The wall times the paper quotes are macros from the manifests: the sum of every run that computed rows (a
+    resumed folder's parts add up); a folder only re-rendered (no provenance) gets no macro rather than a 0."""
+    seed = tmp_path / "smollm2-135m" / "conventions2012" / "seed1"
+    for study, manifest in {"dps_decoding": {"provenance": [{"seconds": 600.0}, {"seconds": 330.0}]},
+                            "ablation_comparison-zero-all": {"provenance": [{"seconds": 59.0}]},
+                            "pcs_ranking": {"rendered_by": {"commit": "abc"}}}.items():
+        (seed / study).mkdir(parents=True)
+        (seed / study / "manifest.json").write_text(json.dumps(manifest))
+    numbers = paper_tables.v2_numbers(tmp_path)
+    assert numbers["SmolConvSeedOneDpsMinutes"] == (15.5, "16")
+    assert numbers["SmolConvSeedOneAblZeroAllMinutes"].text == "1"
+    assert not [k for k in numbers if "Ranking" in k]
+
+
 def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp_path):
     from studies import seeds
 
