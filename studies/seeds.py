@@ -11,7 +11,9 @@ evaluation examples together, clustered by user (a user drawn into several evalu
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,20 @@ class SeedsConfig(StudyConfig):
         return super().folder(study).replace(f"seed{self.seed}/", "all_seeds/", 1)
 
 
+def seed_data(folders: dict[int, tuple[Path, ...]]) -> dict[str, str]:
+    """Each seed's data hash (each seed is its own draw of examples), read off its runs' manifests; a seed whose runs
+    disagree (a ranking and an ablation of different draws or corpus versions) is refused, naming both."""
+    out = {}
+    for s, runs in folders.items():
+        hashes = {str(p): json.loads((p / "manifest.json").read_text()).get("data_sha256") for p in runs}
+        if len(set(hashes.values())) != 1:
+            named = ", ".join(f"{p}: {h}" for p, h in hashes.items())
+            raise SystemExit(f"seed {s}: its runs used different data ({named}); rerun them from the same "
+                             f"--data/--n/--seed before pooling")
+        out[str(s)] = next(iter(hashes.values()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> Run:
     cfg = SeedsConfig.from_argv(argv)
     begin(cfg)
@@ -54,6 +70,7 @@ def main(argv: list[str] | None = None) -> Run:
     if missing:
         raise SystemExit(f"no finished run in {', '.join(missing)}: run `python -m studies.pipeline --seeds "
                          f"{' '.join(map(str, cfg.seeds))}` (same --model/--data/--preset) first")
+    data = seed_data(folders)
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
     rankings = {s: Ranking.load(r) for s, (r, _) in folders.items()}
@@ -90,6 +107,7 @@ def main(argv: list[str] | None = None) -> Run:
     log.info("top-%d overlap across seeds (mean Jaccard): %s", kmax, ", ".join(
         f"{r['family']} {r['mean_jaccard']:.2f}" for r in overlap if r["k"] == kmax))
     run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, extra={
+        "data_sha256": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(), "seed_data_sha256": data,
         "seed_runs": {str(s): [str(p) for p in pair] for s, pair in folders.items()},
         "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique()),
         "n_sets_pooled": len(common), "n_sets_left_out": len(left_out)})

@@ -1,7 +1,9 @@
 """The studies end to end on a tiny random model: every output is written, reruns resume, stale results are refused."""
 
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -235,6 +237,10 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
     assert man["n_sets_left_out"] > 0  # seed 0's random sets #3, #4 of each named set: measured on one seed only
     assert not pd.read_csv(run.root / "set_summary_by_seed.csv").query("seed == 'pooled'").empty
+    seed_data = man["seed_data_sha256"]  # each seed's own draw, and a hash of them all (not the hash of no data)
+    abl0 = Path(man["seed_runs"]["0"][1]) / "manifest.json"
+    assert seed_data["0"] == json.loads(abl0.read_text())["data_sha256"] and set(seed_data) == {"0", "1"}
+    assert man["data_sha256"] not in (hashlib.sha256(b"").hexdigest(), *seed_data.values())
     numbers = paper_tables.v2_numbers(tmp_path)  # the pooled estimate reaches the paper as macros
     prefix = next(k for k in numbers if k.endswith("PooledSpecificPcsVsRandomMatchedMeanMean")).removesuffix(
         "SpecificPcsVsRandomMatchedMeanMean")
@@ -243,6 +249,10 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert numbers[prefix + "SpecificPcsVsRandomMatchedMeanMean"].value == pytest.approx(vs_random.mean_diff, abs=5e-4)
     with pytest.raises(SystemExit, match="no finished run"):
         seeds.main(args + ["--seeds", "0", "7"])
+    abl1 = Path(man["seed_runs"]["1"][1]) / "manifest.json"  # seed 1's ablation claims another draw: refused
+    abl1.write_text(json.dumps({**json.loads(abl1.read_text()), "data_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="seed 1: its runs used different data"):
+        seeds.main(args + ["--seeds", "0", "1"])
 
 
 def test_every_study_ends_with_a_summary_read_from_its_files(finished, capsys):
