@@ -126,6 +126,8 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("cross_model/contrast_vs_copy.csv",
      {"model": "gemma3-270m", "data": "planted-conventions2012-signoff", "family": "specific_pcs", "vs": "induction"},
      {"n_shared": 3}, "gemma-planted-signoff-not-copy"),
+    ("gemma3-270m/planted-conventions2012-lexicon/seed0/dps_decoding/marker_rate_by_method.csv",
+     {"group": "planted", "generation": "cad"}, {"marker_rate_ci": "[0.0, 1.0]"}, "gemma-dps-planted-lexicon"),
 ])
 def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel, match, change, claim):
     """On a temporary copy of results/: moving one committed number (an interval across zero, a count of shared heads)
