@@ -152,9 +152,9 @@ def _minutes(out: dict[str, Number], tag: tuple[str, ...], name: str, folder: Pa
     """A study folder's measured compute, ``<tag><Study>[<design>]Minutes``: the wall time of every run its manifest's
     provenance records as having computed rows (a resumed or re-measured folder: their sum), in whole minutes. A
     folder that was only re-rendered, or a study not in :data:`STUDY_WORDS`, gets none."""
-    study = next((s for s in STUDY_WORDS if name == s or name.startswith(s + "-")), None)
+    study = name.split("-")[0]  # a secondary design's folder: <study>-<mode>-<positions>
     runs = _manifest(folder).get("provenance") or []
-    if study is None or not runs:
+    if study not in STUDY_WORDS or not runs:
         return
     minutes = sum(float(r["seconds"]) for r in runs) / 60
     out[macro_name(*tag, *STUDY_WORDS[study], *_design(name, study), "minutes")] = Number(minutes, f"{minutes:.0f}")
