@@ -176,6 +176,17 @@ def data_hash(examples: Iterable[Any]) -> str:
     return h.hexdigest()
 
 
+def source_data(folders: Iterable[Path]) -> dict[str, str]:
+    """Each finished run folder's data hash, read off its manifest: what a run that reads other runs rather than data
+    (a summary across seeds or planted families) records as its data."""
+    return {str(p): json.loads((Path(p) / "manifest.json").read_text()).get("data_sha256") for p in folders}
+
+
+def hash_of(hashes: dict[str, str]) -> str:
+    """One hash over named data hashes (order-free): such a summary's ``data_sha256``."""
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class Run:
     """One study's output folder and its resumable state, keyed by the study's numbers config."""
@@ -294,8 +305,11 @@ class Run:
         return adopted
 
     def manifest(self, *, seed: int, model: str, data: str, split: dict | None = None, extra: dict | None = None,
-                 examples: Iterable[Any] = ()) -> Path:
+                 examples: Iterable[Any] = (), data_sha256: str | None = None) -> Path:
         """Write ``manifest.json``: data and its hash, split, config and its hash, versions, and the provenance list.
+
+        The data hash is over ``examples``; a run that reads other runs instead passes ``data_sha256`` (e.g.
+        :func:`hash_of` over :func:`source_data`), never the hash of no examples.
 
         ``provenance`` gets one entry per run that computed rows (commit, dirty flag, command, start, end, rows);
         a resume appends to it and never erases it. ``rendered_by`` is the run that last wrote the tables.
@@ -314,7 +328,7 @@ class Run:
             "seed": seed,
             "model": model,
             "data": data,
-            "data_sha256": data_hash(examples),
+            "data_sha256": data_hash(examples) if data_sha256 is None else data_sha256,
             "split": split or {},
             "config": self.config,
             "config_hash": self.config_hash,

@@ -38,7 +38,7 @@ from harness.config import ConfigError, StudyConfig, option
 from harness.data.planted import FAMILIES
 from harness.experiment import begin
 from harness.ranking import Ranking, jaccard
-from harness.runs import Run, slug
+from harness.runs import Run, hash_of, slug, source_data
 
 log = logging.getLogger("harness")
 
@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> Run:
     tables.write_tables(overlap, [("head_family", "head family"), ("k", "k"), ("planted_a", "planted family"),
                                   ("planted_b", "vs"), ("jaccard", "Jaccard"), ("shared", "heads shared")],
                         run.root, "overlap_across_families")
-    run.manifest(seed=cfg.seed, model=cfg.model, data=f"planted:{cfg.data}", extra={
-        "runs": {f: {s: str(p) for s, p in folders.items()} for f, folders in runs.items()}})
+    read = source_data(p for folders in runs.values() for p in folders.values() if (p / "manifest.json").exists())
+    run.manifest(seed=cfg.seed, model=cfg.model, data=f"planted:{cfg.data}", data_sha256=hash_of(read), extra={
+        "runs": {f: {s: str(p) for s, p in folders.items()} for f, folders in runs.items()}, "run_data_sha256": read})
     return run
 
 

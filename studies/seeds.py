@@ -11,9 +11,7 @@ evaluation examples together, clustered by user (a user drawn into several evalu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from harness import outcomes, summary, tables
 from harness.config import ConfigError, StudyConfig, option
 from harness.experiment import begin
 from harness.ranking import Ranking, jaccard
-from harness.runs import Run, slug
+from harness.runs import Run, hash_of, slug, source_data
 
 log = logging.getLogger("harness")
 
@@ -50,7 +48,7 @@ def seed_data(folders: dict[int, tuple[Path, ...]]) -> dict[str, str]:
     disagree (a ranking and an ablation of different draws or corpus versions) is refused, naming both."""
     out = {}
     for s, runs in folders.items():
-        hashes = {str(p): json.loads((p / "manifest.json").read_text()).get("data_sha256") for p in runs}
+        hashes = source_data(runs)
         if len(set(hashes.values())) != 1:
             named = ", ".join(f"{p}: {h}" for p, h in hashes.items())
             raise SystemExit(f"seed {s}: its runs used different data ({named}); rerun them from the same "
@@ -106,8 +104,8 @@ def main(argv: list[str] | None = None) -> Run:
                             outcomes.COMPARISON_COLUMNS, run.root, f"comparison_pooled_{o}")
     log.info("top-%d overlap across seeds (mean Jaccard): %s", kmax, ", ".join(
         f"{r['family']} {r['mean_jaccard']:.2f}" for r in overlap if r["k"] == kmax))
-    run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, extra={
-        "data_sha256": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(), "seed_data_sha256": data,
+    run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, data_sha256=hash_of(data), extra={
+        "seed_data_sha256": data,
         "seed_runs": {str(s): [str(p) for p in pair] for s, pair in folders.items()},
         "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique()),
         "n_sets_pooled": len(common), "n_sets_left_out": len(left_out)})

@@ -1,5 +1,6 @@
 """A planted corpus goes through every study by ``--data`` alone, and the known-answer tables come out."""
 
+import hashlib
 import json
 import shutil
 
@@ -58,6 +59,10 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
                              "--planted", "case", "lexicon", "signoff", "--k-heads", "1", "2", "--n-boot", "200"])
     sig = pd.read_csv(run.path("signal_by_family.csv"))
     assert set(sig.family) == {"case", "lexicon"} and set(sig.group) == {"planted", "control"}
+    man = json.loads(run.path("manifest.json").read_text())  # its data: the runs it read, each with its own hash
+    read, ablation = man["run_data_sha256"], runs["case"]["ablation"]
+    assert read[str(ablation.root)] == json.loads(ablation.path("manifest.json").read_text())["data_sha256"]
+    assert man["data_sha256"] not in (hashlib.sha256(b"").hexdigest(), *read.values())
     removed = pd.read_csv(run.path("gain_removed_by_family.csv"))
     assert set(removed.family) == {"case", "lexicon"} and set(removed["set"]) >= {"specific_pcs", "retrieval"}
     assert "random:specific_pcs" in set(removed["set"])  # what the heads' layer-matched random sets remove
