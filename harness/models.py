@@ -108,6 +108,38 @@ def load_model(name: str = DEFAULT_MODEL, *, remote: bool | str = False, attn_im
     return _load_local(path, attn_implementation, dtype)
 
 
+def _to(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (inside tuples, lists and dicts) on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
+
+
+def place(model: Any, device: str | torch.device) -> Any:
+    """Move a local nnsight model's weights to ``device`` and its forward's tensor inputs with them, as a GPU-hosted
+    NDIF model is served: the worker moves a request's inputs to the model and nothing else, so every tensor the
+    harness builds on the CPU and uses inside a trace (gold ids, reference activations, head masks) must follow the
+    activations' device itself. ``tests/test_cuda.py`` runs the measurements this way against a CPU copy.
+
+    Returns the same model; ``place(model, "cpu")`` moves it back (the input hook stays, moving nothing)."""
+    device = torch.device(device)
+    module = model._module
+    module.to(device)
+    hook = getattr(module, "_harness_input_hook", None)
+    if hook is not None:
+        hook.remove()
+
+    def to_device(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return _to(args, device), _to(kwargs, device)
+
+    module._harness_input_hook = module.register_forward_pre_hook(to_device, with_kwargs=True)
+    return model
+
+
 def model_shape(model: Any, name: str | None = None) -> ModelShape:
     """Head geometry of a loaded (or meta) model."""
     return shape_of(model.config, name=name or getattr(model.config, "_name_or_path", None))

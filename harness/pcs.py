@@ -131,7 +131,7 @@ def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int, *, per_to
     t = ids.shape[-1]
     pred = logits if logits.shape[1] == n_target else logits[:, t - n_target - 1: t - 1]
     pred = pred.to(torch.promote_types(pred.dtype, torch.float32)).log_softmax(-1)  # bf16/fp16 -> fp32, fp64 kept
-    gold = ids[..., t - n_target:].expand(pred.shape[0], -1)
+    gold = ids[..., t - n_target:].to(pred.device).expand(pred.shape[0], -1)  # a hosted model's logits are on its GPU
     nll = -pred.gather(-1, gold[..., None]).squeeze(-1)  # [B, n_target]
     return nll if per_token else nll.mean(-1)
 

@@ -1,0 +1,198 @@
+"""The harness's measurements on a CUDA-resident model, as a GPU-hosted NDIF model runs them.
+
+NDIF's worker moves a request's model inputs to the GPU and nothing else: every tensor the harness builds on the CPU
+and then uses inside a trace (gold ids, reference activations, head masks, steering vectors) has to follow the
+activations' device itself. The loopback NDIF tests serve on the CPU, where a stray CPU tensor goes unnoticed; here
+each measurement runs on a tiny random model placed on the GPU with ``harness.models.place`` (inputs moved at the
+model's forward, as the worker does) and must match the same call on a CPU copy of the model.
+
+These tests need a CUDA GPU, which neither CI nor a developer's machine here has: they are skipped there and run on
+the project's device machine (``pytest --noconftest tests/test_cuda.py``; ``CUDA_CHECK_TOKENIZER`` names a folder
+holding SmolLM2's tokenizer when its model is not materialized).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import warnings
+
+import pytest
+import torch
+
+from harness.ablation import capture, head_means
+from harness.arch import shape_of
+from harness.decoding import Contrast, Steering, decode
+from harness.heads import Head, HeadSet, random_headset
+from harness.induction_heads import induction_scores
+from harness.models import place
+from harness.pcs import TokenizedInput, ablated_losses, head_attributions, head_effects, token_nlls
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")]
+
+ATOL = 2e-4  # float32 on two devices: reductions in another order (cuBLAS vs CPU BLAS), sdpa kernels
+FAMILIES = ("llama", "gemma3_text", "gpt2")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    folder = os.environ.get("CUDA_CHECK_TOKENIZER")
+    if not folder:
+        from harness.models import resolve
+
+        folder = resolve("smollm2-135m")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _config(family: str, vocab: int, attn: str):
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig
+
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    if family == "llama":
+        cfg = LlamaConfig(**common, num_key_value_heads=2)
+    elif family == "gemma3_text":  # one kv head and a sliding window shorter than the prompts
+        cfg = Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=16, sliding_window=24)
+    else:
+        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=4, n_head=4, n_positions=256,
+                         bos_token_id=None, eos_token_id=None)
+    cfg._attn_implementation = attn
+    return cfg
+
+
+def _pair(tokenizer, family: str, attn: str = "sdpa"):
+    """(cpu model, cuda model): the same random weights, the second placed on the GPU."""
+    from nnsight import TransformersModel
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(_config(family, len(tokenizer), attn)).eval().requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = TransformersModel(hf, tokenizer=tokenizer)
+        gpu = TransformersModel(copy.deepcopy(hf), tokenizer=tokenizer)
+    return cpu, place(gpu, "cuda")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def pair(request, tokenizer):
+    return request.param, *_pair(tokenizer, request.param)
+
+
+def _item(seed: int, vocab: int, n: int = 80, n_target: int = 12) -> TokenizedInput:
+    g = torch.Generator().manual_seed(seed)
+    return TokenizedInput(torch.randint(5, vocab, (n,), generator=g), n_target, profile=(8, 40))
+
+
+def _sets(shape, k: int = 9) -> list[HeadSet]:
+    rng = random.Random(0)
+    sets = [HeadSet([]), HeadSet([Head(0, 0)]), HeadSet([Head(shape.n_layers - 1, shape.n_heads - 1)])]
+    sets += [random_headset(shape, rng, k=rng.randint(1, 5)) for _ in range(k - len(sets))]
+    return sets
+
+
+def _close(a, b, what: str) -> None:
+    a, b = torch.as_tensor(a).cpu().float(), torch.as_tensor(b).cpu().float()
+    assert a.shape == b.shape, f"{what}: shapes {tuple(a.shape)} vs {tuple(b.shape)}"
+    diff = float((a - b).abs().max()) if a.numel() else 0.0
+    assert diff <= ATOL, f"{what}: GPU and CPU differ by {diff:.2e} (> {ATOL:.0e})"
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean", "resample"])
+@pytest.mark.parametrize("positions", ["all", "target", "profile"])
+def test_ablated_losses_on_gpu_match_cpu(pair, mode, positions):
+    family, cpu, gpu = pair
+    shape = shape_of(cpu.config)
+    vocab = cpu.config.vocab_size
+    item = _item(1, vocab)
+    refs = {}
+    for name, model in (("cpu", cpu), ("gpu", gpu)):
+        if mode == "mean":
+            refs[name] = head_means(model, [_item(s, vocab).ids[None] for s in (2, 3)])
+        elif mode == "resample":
+            refs[name] = capture(model, _item(4, vocab, n=60).ids[None])
+        else:
+            refs[name] = None
+    if refs["cpu"] is not None:
+        for layer in refs["cpu"].values:
+            _close(refs["gpu"].values[layer], refs["cpu"].values[layer], f"{family} {mode} reference layer {layer}")
+    sets = _sets(shape)
+    for reuse in (True, False):
+        kw = dict(mode=mode, positions=positions, batch_size=4, reuse_prefix=reuse, reuse_prompt=reuse)
+        clean_c, loss_c = ablated_losses(cpu, item, sets, reference=refs["cpu"], **kw)
+        clean_g, loss_g = ablated_losses(gpu, item, sets, reference=refs["gpu"], **kw)
+        assert loss_g.device.type == "cpu"  # results come back to the CPU
+        _close(clean_g, clean_c, f"{family} clean loss")
+        _close(loss_g, loss_c, f"{family} {mode}/{positions} ablated losses (reuse {reuse})")
+        assert float((loss_c - clean_c).abs().max()) > 1e-4  # the sets change the loss: the comparison has content
+    per_tok_c = ablated_losses(cpu, item, sets[:3], mode=mode, reference=refs["cpu"], positions=positions,
+                               per_token=True)[1]
+    per_tok_g = ablated_losses(gpu, item, sets[:3], mode=mode, reference=refs["gpu"], positions=positions,
+                               per_token=True)[1]
+    _close(per_tok_g, per_tok_c, f"{family} per-token losses")
+
+
+def test_exact_and_attribution_pcs_on_gpu_match_cpu(pair):
+    family, cpu, gpu = pair
+    item = _item(5, cpu.config.vocab_size)
+    _close(token_nlls(gpu, item), token_nlls(cpu, item), f"{family} token NLLs")
+    _close(head_effects(gpu, item, positions="target")[1], head_effects(cpu, item, positions="target")[1],
+           f"{family} exact head effects")
+    mean_c = head_means(cpu, [_item(6, cpu.config.vocab_size).ids[None]])
+    mean_g = head_means(gpu, [_item(6, gpu.config.vocab_size).ids[None]])
+    for mode, ref_c, ref_g in (("zero", None, None), ("mean", mean_c, mean_g)):
+        for positions in ("all", "target"):
+            clean_c, est_c = head_attributions(cpu, item, mode=mode, reference=ref_c, positions=positions)
+            clean_g, est_g = head_attributions(gpu, item, mode=mode, reference=ref_g, positions=positions)
+            assert abs(clean_c - clean_g) <= ATOL
+            _close(est_g, est_c, f"{family} attribution PCS ({mode}, {positions})")
+
+
+@pytest.mark.parametrize("variant", ["dps-all", "dps-target", "dps-generated", "dps-mean-adaptive", "cad",
+                                     "uncached"])
+def test_dps_decoding_on_gpu_matches_cpu(pair, variant):
+    family, cpu, gpu = pair
+    shape = shape_of(cpu.config)
+    heads = random_headset(shape, 7, k=4)
+    prompts = ["The senator said that the budget", "Thank you all. Tonight we"]
+    kw: dict = dict(max_new_tokens=8, record_delta=3)
+    if variant == "cad":
+        kw.update(second=["the budget", "Tonight we"], contrast=Contrast(gamma=1.0))
+    else:
+        kw.update(heads=heads, contrast=Contrast(gamma=0.5))
+    if variant == "dps-target":
+        kw.update(ablate_positions="target")
+    elif variant == "dps-generated":
+        kw.update(ablate_positions="generated")
+    elif variant == "uncached":
+        kw.update(use_cache=False)
+    refs = {}
+    if variant == "dps-mean-adaptive":
+        for name, model in (("cpu", cpu), ("gpu", gpu)):
+            refs[name] = head_means(model, [_item(8, cpu.config.vocab_size).ids[None]])
+        kw.update(ablation_mode="mean", contrast=Contrast(gamma=0.5, schedule="entropy", alpha=0.1))
+    out_c = decode(cpu, prompts, reference=refs.get("cpu"), **kw)
+    out_g = decode(gpu, prompts, reference=refs.get("gpu"), **kw)
+    assert out_g.token_ids == out_c.token_ids, f"{family} {variant}: the GPU decoded other tokens"
+    _close(torch.tensor(sum(out_g.gammas, [])), torch.tensor(sum(out_c.gammas, [])), f"{family} {variant} gammas")
+    _close(out_g.delta_top["promoted"], out_c.delta_top["promoted"], f"{family} {variant} promoted Δ-logits")
+
+
+def test_steered_decoding_and_induction_scores_on_gpu_match_cpu(tokenizer):
+    prompts = ["A short one.", "A somewhat longer text about the convention and the party platform."]
+    for family in FAMILIES:
+        cpu, gpu = _pair(tokenizer, family)
+        vectors = torch.randn(2, cpu.config.hidden_size, generator=torch.Generator().manual_seed(9))
+        steer = Steering(layer=2, vectors=vectors, alpha=4.0)
+        out_c = decode(cpu, prompts, steering=steer, max_new_tokens=8)
+        out_g = decode(gpu, prompts, steering=steer, max_new_tokens=8)
+        assert out_g.token_ids == out_c.token_ids, f"{family} steered decoding: the GPU decoded other tokens"
+        assert out_c.token_ids != decode(cpu, prompts, max_new_tokens=8).token_ids  # the steering acts
+        cpu, gpu = _pair(tokenizer, family, attn="eager")
+        ind_c = induction_scores(cpu, n_sequences=4, seq_len=16, batch_size=2)
+        ind_g = induction_scores(gpu, n_sequences=4, seq_len=16, batch_size=2)
+        _close(ind_g.scores, ind_c.scores, f"{family} induction scores")
