@@ -103,3 +103,25 @@ def test_cached_folder_gives_the_same_logits_as_the_gguf(smollm):
         want = gguf_model(**ids).logits
         got = smollm._module(**ids).logits
     assert torch.equal(got, want)
+
+
+def test_place_moves_weights_once_and_keeps_one_input_hook(tiny_models):
+    """`place` (how tests/test_cuda.py puts a model on a GPU): placing again replaces its input hook rather than
+    stacking a second, the module's weights land on the device, and the scores are unchanged (CPU here)."""
+    import copy
+
+    from nnsight import TransformersModel
+
+    from harness.models import place
+    from harness.pcs import TokenizedInput, token_nlls
+
+    base = tiny_models["llama"]
+    model = TransformersModel(copy.deepcopy(base._module), tokenizer=base.tokenizer)
+    item = TokenizedInput(torch.arange(5, 37), n_target=8)
+    before = token_nlls(model, item)
+    hooks = len(model._module._forward_pre_hooks)
+    place(model, "cpu")
+    place(model, torch.device("cpu"))
+    assert len(model._module._forward_pre_hooks) == hooks + 1
+    assert {p.device.type for p in model._module.parameters()} == {"cpu"}
+    assert torch.equal(token_nlls(model, item), before)
