@@ -126,6 +126,12 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("cross_model/contrast_vs_copy.csv",
      {"model": "gemma3-270m", "data": "planted-conventions2012-signoff", "family": "specific_pcs", "vs": "induction"},
      {"n_shared": 3}, "gemma-planted-signoff-not-copy"),
+    ("smollm2-135m/planted-conventions2012/seed1/known_answer/gain_removed_by_family.csv",
+     {"family": "signoff", "outcome": "specific_gain_lost", "set": "retrieval"}, (-0.02, 0.3),
+     "planted-second-split-copy"),
+    ("smollm2-135m/planted-conventions2012/seed1/known_answer/gain_removed_by_family.csv",
+     {"family": "signoff", "outcome": "specific_gain_lost", "set": "specific_pcs"}, (0.001, 0.02),
+     "planted-second-split-specific-pcs"),
     ("gemma3-270m/planted-conventions2012-lexicon/seed0/dps_decoding/marker_rate_by_method.csv",
      {"group": "planted", "generation": "cad"}, {"marker_rate_ci": "[0.0, 1.0]"}, "gemma-dps-planted-lexicon"),
 ])
