@@ -121,9 +121,10 @@ def _to(value: Any, device: torch.device) -> Any:
 
 def place(model: Any, device: str | torch.device) -> Any:
     """Move a local nnsight model's weights to ``device`` and its forward's tensor inputs with them, as a GPU-hosted
-    NDIF model is served: the worker moves a request's inputs to the model and nothing else, so every tensor the
-    harness builds on the CPU and uses inside a trace (gold ids, reference activations, head masks) must follow the
-    activations' device itself. ``tests/test_cuda.py`` runs the measurements this way against a CPU copy.
+    NDIF model is served: the worker moves a request's inputs to the model, and nothing guarantees that it moves the
+    tensors the harness builds on the CPU and uses inside a trace (gold ids, reference activations, head masks), so
+    those must follow the activations' device themselves. ``tests/test_cuda.py`` runs the measurements this way
+    against a CPU copy.
 
     Returns the same model; ``place(model, "cpu")`` moves it back (the input hook stays, moving nothing)."""
     device = torch.device(device)

@@ -1,8 +1,8 @@
 """The harness's measurements on a CUDA-resident model, as a GPU-hosted NDIF model runs them.
 
-NDIF's worker moves a request's model inputs to the GPU and nothing else: every tensor the harness builds on the CPU
-and then uses inside a trace (gold ids, reference activations, head masks, steering vectors) has to follow the
-activations' device itself. The loopback NDIF tests serve on the CPU, where a stray CPU tensor goes unnoticed; here
+NDIF's worker moves a request's model inputs to the GPU; nothing guarantees that it moves the tensors the harness
+builds on the CPU and then uses inside a trace (gold ids, reference activations, head masks, steering vectors), so
+those must follow the activations' device themselves. The loopback NDIF tests serve on the CPU, where a stray CPU tensor goes unnoticed; here
 each measurement runs on a tiny random model placed on the GPU with ``harness.models.place`` (inputs moved at the
 model's forward, as the worker does) and must match the same call on a CPU copy of the model.
 
