@@ -108,17 +108,6 @@ def load_model(name: str = DEFAULT_MODEL, *, remote: bool | str = False, attn_im
     return _load_local(path, attn_implementation, dtype)
 
 
-def _to(value: Any, device: torch.device) -> Any:
-    """``value`` with every tensor in it (inside tuples, lists and dicts) on ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
-
-
 def place(model: Any, device: str | torch.device) -> Any:
     """Move a local nnsight model's weights to ``device`` and its forward's tensor inputs with them, as a GPU-hosted
     NDIF model is served: the worker moves a request's inputs to the model, and nothing guarantees that it moves the
@@ -127,6 +116,8 @@ def place(model: Any, device: str | torch.device) -> Any:
     against a CPU copy.
 
     Returns the same model; ``place(model, "cpu")`` moves it back (the input hook stays, moving nothing)."""
+    from nnsight.util import apply
+
     device = torch.device(device)
     module = model._module
     module.to(device)
@@ -134,8 +125,8 @@ def place(model: Any, device: str | torch.device) -> Any:
     if hook is not None:
         hook.remove()
 
-    def to_device(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        return _to(args, device), _to(kwargs, device)
+    def to_device(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:  # as NDIF's worker moves them
+        return apply((args, kwargs), lambda tensor: tensor.to(device), torch.Tensor)
 
     module._harness_input_hook = module.register_forward_pre_hook(to_device, with_kwargs=True)
     return model
