@@ -125,24 +125,13 @@ def tokenizer(smollm):
 
 @pytest.fixture(scope="session")
 def tiny_models(tokenizer):
-    """Randomly initialised tiny models of the five supported families, built from config classes (no download)."""
+    """Randomly initialised tiny models of the six supported families, built from config classes (no download)."""
     import torch
     from nnsight import TransformersModel
-    from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, Gemma3TextConfig, LlamaConfig,
-                              MistralConfig, Qwen2Config)
+    from tiny_configs import FAMILIES, tiny_config
+    from transformers import AutoModelForCausalLM
 
-    vocab = len(tokenizer)
-    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                  num_attention_heads=4, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    configs = {
-        "llama": LlamaConfig(**common, num_key_value_heads=2),
-        "qwen2": Qwen2Config(**common, num_key_value_heads=2),
-        "mistral": MistralConfig(**common, num_key_value_heads=1),
-        "gemma3_text": Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=16),
-        "gpt2": GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=4, n_positions=128,
-                           bos_token_id=None, eos_token_id=None),
-        "gpt_neox": GPTNeoXConfig(**common),
-    }
+    configs = {family: tiny_config(family, len(tokenizer)) for family in FAMILIES}
     models = {}
     for name, config in configs.items():
         torch.manual_seed(0)

@@ -28,6 +28,7 @@ from harness.heads import Head, HeadSet, random_headset
 from harness.induction_heads import induction_scores
 from harness.models import place
 from harness.pcs import TokenizedInput, ablated_losses, head_attributions, head_effects, token_nlls
+from tiny_configs import tiny_config
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")]
@@ -49,19 +50,9 @@ def tokenizer():
 
 
 def _config(family: str, vocab: int, attn: str):
-    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig
-
-    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    if family == "llama":
-        cfg = LlamaConfig(**common, num_key_value_heads=2)
-    elif family == "gemma3_text":  # one kv head and a sliding window shorter than the prompts
-        cfg = Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=16, sliding_window=24)
-    else:
-        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=4, n_head=4, n_positions=256,
-                         bos_token_id=None, eos_token_id=None)
-    cfg._attn_implementation = attn
-    return cfg
+    # wider and deeper than conftest's tiny models, and Gemma-3's sliding window shorter than the prompts
+    return tiny_config(family, vocab, width=64, layers=4, sliding_window=24 if family == "gemma3_text" else None,
+                       attn=attn)
 
 
 def _pair(tokenizer, family: str, attn: str = "sdpa"):
