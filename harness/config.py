@@ -51,7 +51,12 @@ PRIMARY_DESIGN = ("mean", "target")  # function-vector style: the primary ablati
 
 
 class ConfigError(ValueError):
-    """An option value that cannot be used (named in the message); raised before any work is done."""
+    """An option value that cannot be used (named in the message); raised before any work is done. A study run from
+    the command line prints it as one ``error:`` line, without a traceback (``harness.logs.configure``)."""
+
+
+class RunMismatch(ConfigError, RuntimeError):
+    """A results folder holds a run of another configuration (the changed fields named): refused, not mixed."""
 
 
 def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, runtime: bool = False) -> Any:

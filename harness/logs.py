@@ -4,6 +4,9 @@ Without ``verbose`` a run shows the harness's messages (and its one progress bar
 *warning*; bm25s's per-index "Building index from tokens", rouge-score's "Using default tokenizer.", transformers'
 "Loading weights" bars and nnsight's "was never reached" note at the end of every open generation loop are dropped.
 ``verbose=True`` lets all of it through again.
+
+A ``ConfigError`` (a bad option, a results folder of another configuration) that ends a command-line run prints as
+one ``error: ...`` line, not a traceback; ``verbose=True`` keeps the traceback.
 """
 
 from __future__ import annotations
@@ -60,7 +63,19 @@ def configure(verbose: bool = False) -> logging.Handler:
     for message, category in QUIET_WARNINGS:  # before the imports below, which may warn
         warnings.filterwarnings("default" if verbose else "ignore", message=message, category=category)
     _third_party_progress_bars(enabled=verbose)
+    sys.excepthook = _user_error_hook
     return handler
+
+
+def _user_error_hook(kind: type[BaseException], value: BaseException, tb) -> None:
+    """``sys.excepthook`` of a configured run: a ``ConfigError`` is the user's to fix, and its message names the
+    problem, so it prints as ``error: <message>``; anything else (and everything when verbose) as Python would."""
+    from .config import ConfigError
+
+    if issubclass(kind, ConfigError) and not _verbose:
+        print(f"error: {value}", file=sys.stderr, flush=True)
+        return
+    sys.__excepthook__(kind, value, tb)
 
 
 @contextlib.contextmanager

@@ -219,7 +219,7 @@ class Run:
         """Open the run folder ``root`` as :meth:`open` does (another numbers config refused field by field,
         ``fresh=True`` discards it, a killed write's temporaries removed): for studies whose folder is not
         ``results/<model>/<data>/<study>`` (one that reads every model's results)."""
-        from .config import config_diff
+        from .config import RunMismatch, config_diff
 
         root = Path(root)
         if fresh and root.exists():
@@ -233,7 +233,7 @@ class Run:
             old = json.loads(previous.read_text())
             changed = config_diff(old, config)
             if changed:
-                raise RuntimeError(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
+                raise RunMismatch(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
                                    "Rerun with --fresh to discard it, or use another --results folder")
         write_json(previous, config)
         return run

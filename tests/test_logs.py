@@ -28,8 +28,10 @@ def logging_state():
     handlers, level = list(root.handlers), root.level
     own = {name: logging.getLogger(name).level for name in logs.OWN_LOGGERS}
     bars = hf_logging.is_progress_bar_enabled()
+    hook = sys.excepthook
     with warnings.catch_warnings():
         yield
+    sys.excepthook = hook
     root.handlers[:], root.level = handlers, level
     for name, lvl in own.items():
         logging.getLogger(name).setLevel(lvl)
@@ -87,3 +89,44 @@ def test_configure_turns_off_transformers_progress_bars(logging_state):
     assert not hf_logging.is_progress_bar_enabled()
     logs.configure(verbose=True)
     assert hf_logging.is_progress_bar_enabled()
+
+
+def _study(*args: str, cwd) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "studies.known_answer", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_a_config_error_ends_a_command_line_run_as_one_error_line(tmp_path):
+    """A bad option and a results folder of another configuration print `error: <what>`, not a traceback; the exit
+    status is non-zero, and --verbose keeps the traceback."""
+    from pathlib import Path
+
+    import harness
+
+    repo = Path(harness.__file__).resolve().parents[1]
+    bad = _study("--data", "planted:conventions2012:case", "--results", str(tmp_path), cwd=repo)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == ("error: --data is the base dataset (e.g. conventions2012), not a "
+                                                   "planted name: planted:conventions2012:case")
+    verbose = _study("--data", "planted:conventions2012:case", "--results", str(tmp_path), "--verbose", cwd=repo)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ConfigError" in verbose.stderr
+
+    folder = tmp_path / "smollm2-135m" / "planted-conventions2012" / "seed0" / "known_answer"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"planted": ["case"]}')
+    mixed = _study("--data", "conventions2012", "--results", str(tmp_path), "--planted", "signoff", cwd=repo)
+    assert mixed.returncode == 1 and "Traceback" not in mixed.stderr
+    last = mixed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {folder} holds a run with another configuration; changed: ") and "--fresh" in last
+    assert (folder / "config.json").read_text() == '{"planted": ["case"]}'  # the old run is left as it was
+
+
+def test_other_errors_keep_their_traceback(logging_state, capsys):
+    logs.configure()
+    try:
+        raise KeyError("not the user's")
+    except KeyError:
+        sys.excepthook(*sys.exc_info())
+    assert "Traceback" in capsys.readouterr().err
