@@ -139,6 +139,9 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("gemma3-270m/planted-conventions2012/seed1/known_answer/gain_removed_by_family.csv",
      {"family": "signoff", "outcome": "specific_gain_lost", "set": "retrieval"}, (-0.02, 0.6),
      "gemma-planted-second-split"),
+    ("smollm2-135m/planted-conventions2012/seed1/known_answer/marker_gain_removed_by_family.csv",
+     {"family": "case", "users": "planted", "outcome": "marker_gain_lost", "set": "retrieval"}, (-0.02, 0.9),
+     "planted-second-split-case"),
     ("gemma3-270m/planted-conventions2012-lexicon/seed0/dps_decoding/marker_rate_by_method.csv",
      {"group": "planted", "generation": "cad"}, {"marker_rate_ci": "[0.0, 1.0]"}, "gemma-dps-planted-lexicon"),
 ])
@@ -181,3 +184,10 @@ def test_the_text_writes_no_relation_before_a_p_value_macro():
     assert p_macros, "no p-value macro was generated"
     doubled = sorted(set(re.findall(r"[=<>]\s*\\([A-Za-z]+)", paper_text())) & p_macros)
     assert not doubled, f"the text writes a relation before p macros that carry their own: {doubled}"
+
+
+def test_a_number_below_the_fourth_decimal_typesets_as_a_power_of_ten():
+    """0.000 would hide a CI end's sign and size, and ``2.3e-05`` is not how a paper prints it."""
+    assert paper_tables.fmt(2.3e-5) == r"\ensuremath{2.3\times10^{-5}}"
+    assert paper_tables.fmt(-8.3e-5) == r"\ensuremath{-8.3\times10^{-5}}"
+    assert paper_tables.fmt(0.0123) == "0.012" and paper_tables.fmt(0.0) == "0.000"
