@@ -142,6 +142,12 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("smollm2-135m/planted-conventions2012/seed1/known_answer/marker_gain_removed_by_family.csv",
      {"family": "case", "users": "planted", "outcome": "marker_gain_lost", "set": "retrieval"}, (-0.02, 0.9),
      "planted-second-split-case"),
+    ("gemma3-270m/planted-conventions2012/seed1/known_answer/gain_removed_by_family.csv",
+     {"family": "case", "outcome": "gain_lost", "set": "contrast_pcs"}, (-0.01, 0.3),
+     "gemma-planted-second-split-case"),
+    ("cross_model/overlap.csv",
+     {"comparison": "across seeds", "model": "smollm2-135m", "family": "contrast_pcs",
+      "data_a": "planted-conventions2012-case"}, {"n_shared": 1}, "planted-second-split-case-heads"),
     ("gemma3-270m/planted-conventions2012-lexicon/seed0/dps_decoding/marker_rate_by_method.csv",
      {"group": "planted", "generation": "cad"}, {"marker_rate_ci": "[0.0, 1.0]"}, "gemma-dps-planted-lexicon"),
 ])
