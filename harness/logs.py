@@ -30,6 +30,7 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 _HANDLER_NAME = "harness.logs"
 _verbose = False  # set by configure(); read by quieted()
+_previous_hook = sys.excepthook  # what _user_error_hook hands every other exception to
 
 
 class OwnOrWarning(logging.Filter):
@@ -45,7 +46,7 @@ def configure(verbose: bool = False) -> logging.Handler:
 
     Idempotent: a second call replaces the handler the first one installed. Returns that handler.
     """
-    global _verbose
+    global _verbose, _previous_hook
     _verbose = verbose
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
@@ -63,19 +64,21 @@ def configure(verbose: bool = False) -> logging.Handler:
     for message, category in QUIET_WARNINGS:  # before the imports below, which may warn
         warnings.filterwarnings("default" if verbose else "ignore", message=message, category=category)
     _third_party_progress_bars(enabled=verbose)
-    sys.excepthook = _user_error_hook
+    if sys.excepthook is not _user_error_hook:
+        _previous_hook, sys.excepthook = sys.excepthook, _user_error_hook
     return handler
 
 
 def _user_error_hook(kind: type[BaseException], value: BaseException, tb) -> None:
     """``sys.excepthook`` of a configured run: a ``ConfigError`` is the user's to fix, and its message names the
-    problem, so it prints as ``error: <message>``; anything else (and everything when verbose) as Python would."""
+    problem, so it prints as ``error: <message>``; anything else (and everything when verbose) goes to the hook that
+    was installed before (Python's own unless an application set one)."""
     from .config import ConfigError
 
     if issubclass(kind, ConfigError) and not _verbose:
         print(f"error: {value}", file=sys.stderr, flush=True)
         return
-    sys.__excepthook__(kind, value, tb)
+    _previous_hook(kind, value, tb)
 
 
 @contextlib.contextmanager

@@ -234,7 +234,7 @@ class Run:
             changed = config_diff(old, config)
             if changed:
                 raise RunMismatch(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
-                                   "Rerun with --fresh to discard it, or use another --results folder")
+                                  "Rerun with --fresh to discard it, or use another --results folder")
         write_json(previous, config)
         return run
 

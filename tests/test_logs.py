@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from harness import logs
+from harness.config import ConfigError
 from harness.data.records import Example, ProfileItem
 from harness.data.retrieval import select_profile
 
@@ -123,10 +124,16 @@ def test_a_config_error_ends_a_command_line_run_as_one_error_line(tmp_path):
     assert (folder / "config.json").read_text() == '{"planted": ["case"]}'  # the old run is left as it was
 
 
-def test_other_errors_keep_their_traceback(logging_state, capsys):
+def test_other_errors_go_to_the_hook_installed_before(logging_state, capsys):
+    """Only a ConfigError is shortened; anything else reaches the hook that was there before (here one that records
+    it; by default Python's, which prints the traceback), and configuring twice does not chain the hook to itself."""
+    seen = []
+    sys.excepthook = lambda kind, value, tb: seen.append(kind)
     logs.configure()
-    try:
-        raise KeyError("not the user's")
-    except KeyError:
-        sys.excepthook(*sys.exc_info())
-    assert "Traceback" in capsys.readouterr().err
+    logs.configure()
+    for error in (KeyError("not the user's"), ConfigError("--n must be positive")):
+        try:
+            raise error
+        except Exception:
+            sys.excepthook(*sys.exc_info())
+    assert seen == [KeyError] and capsys.readouterr().err == "error: --n must be positive\n"
