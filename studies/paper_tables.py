@@ -59,7 +59,7 @@ def macro_name(*parts: str) -> str:
 
 
 def fmt(x: float, digits: int = 3) -> str:
-    """A macro's text: ``digits`` decimals; below 1e-4 in magnitude (0.000 would hide the sign and size) LaTeX's
+    r"""A macro's text: ``digits`` decimals; below 1e-4 in magnitude (0.000 would hide the sign and size) LaTeX's
     ``2.3\times10^{-5}``, in math mode wherever the macro is used."""
     if isinstance(x, str):
         return x

@@ -2,9 +2,10 @@
 
 NDIF's worker moves a request's model inputs to the GPU; nothing guarantees that it moves the tensors the harness
 builds on the CPU and then uses inside a trace (gold ids, reference activations, head masks, steering vectors), so
-those must follow the activations' device themselves. The loopback NDIF tests serve on the CPU, where a stray CPU tensor goes unnoticed; here
-each measurement runs on a tiny random model placed on the GPU with ``harness.models.place`` (inputs moved at the
-model's forward, as the worker does) and must match the same call on a CPU copy of the model.
+those must follow the activations' device themselves. The loopback NDIF tests serve on the CPU, where a stray CPU
+tensor goes unnoticed; here each measurement runs on a tiny random model placed on the GPU with
+``harness.models.place`` (inputs moved at the model's forward, as the worker does) and must match the same call on a
+CPU copy of the model.
 
 These tests need a CUDA GPU, which neither CI nor a developer's machine here has: they are skipped there and run on
 the project's device machine (``pytest --noconftest tests/test_cuda.py``; ``CUDA_CHECK_TOKENIZER`` names a folder

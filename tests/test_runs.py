@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from harness import runs
+from harness.config import ConfigError
 from harness.runs import Checkpoint, CorruptCheckpoint, Run, atomic_write, remove_stale_temporaries
 
 
@@ -259,8 +260,6 @@ def test_run_open_removes_temporaries_a_killed_write_left(tmp_path):
 def test_another_configuration_is_refused_without_fresh(tmp_path):
     run = _open(tmp_path, {"n": 1, "seed": 0})
     run.checkpoint("losses").add("ex1", loss=1.0)
-    from harness.config import ConfigError
-
     with pytest.raises(ConfigError, match=r"another configuration; changed: n: 1 -> 2.*--fresh"):
         _open(tmp_path, {"n": 2, "seed": 0})
     assert len(_open(tmp_path, {"n": 1, "seed": 0}).checkpoint("losses")) == 1  # the same config resumes

@@ -23,11 +23,12 @@ def tiny_config(family: str, vocab: int, *, width: int = 32, layers: int = 3, sl
         extra = {} if sliding_window is None else {"sliding_window": sliding_window}
         cfg = Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=16, **extra)
     else:
-        kv = {"llama": 2, "qwen2": 2, "mistral": 1, "gpt_neox": None}
-        if family not in kv:
+        classes = {"llama": (LlamaConfig, 2), "qwen2": (Qwen2Config, 2), "mistral": (MistralConfig, 1),
+                   "gpt_neox": (GPTNeoXConfig, None)}  # family -> (config class, kv heads; None: the class has none)
+        if family not in classes:
             raise ValueError(f"no tiny config for family {family!r}; known: {', '.join(FAMILIES)}")
-        cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "gpt_neox": GPTNeoXConfig}[family]
-        cfg = cls(**common, **({} if kv[family] is None else {"num_key_value_heads": kv[family]}))
+        cls, kv = classes[family]
+        cfg = cls(**common, **({} if kv is None else {"num_key_value_heads": kv}))
     if attn is not None:
         cfg._attn_implementation = attn
     return cfg
