@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import matplotlib
 
@@ -101,4 +101,64 @@ def damage_cloud(cloud_x: np.ndarray, cloud_y: np.ndarray, named: Mapping[str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
+    return save_figure(path, fig)
+
+
+class SharePoint(NamedTuple):
+    """One head set in a :func:`share_panels` panel: its share of the panel's gain and that share's interval, whether it
+    sits at or above its null's 95th percentile, and the mean share of its layer-matched random sets (NaN: none)."""
+
+    set: str
+    share: float
+    low: float
+    high: float
+    top_of_null: bool
+    random_share: float
+
+
+def share_points(rows: Sequence[Mapping], *, panel: str, outcome_of: Mapping[str, str]
+                 ) -> dict[str, tuple[float, list[SharePoint]]]:
+    """What :func:`share_panels` draws: per value of ``rows[panel]`` (a planted family), its gain and, for each named
+    head set, ``mean / gain`` with the interval divided by the same gain (the gain's own uncertainty is not in it).
+    ``outcome_of[panel value]`` picks the outcome each panel shows; rows carry ``set``, ``outcome``, ``mean``, ``ci``,
+    ``gain`` and ``null_percentile``; ``random:<name>`` rows are the layer-matched random sets of set ``<name>``. A
+    panel whose gain is not above 0 is left out: a share of nothing, or of a loss, is not a share."""
+    out = {}
+    for name in dict.fromkeys(r[panel] for r in rows):
+        mine = [r for r in rows if r[panel] == name and r["outcome"] == outcome_of[name]]
+        if not mine or not mine[0]["gain"] > 0:
+            continue
+        gain = mine[0]["gain"]
+        random = {str(r["set"]).removeprefix("random:"): r["mean"] / gain
+                  for r in mine if str(r["set"]).startswith("random:")}
+        out[name] = (gain, [SharePoint(str(r["set"]), r["mean"] / gain, r["ci"][0] / gain, r["ci"][1] / gain,
+                                       bool(r["null_percentile"] >= 95), random.get(str(r["set"]), float("nan")))
+                            for r in mine if not str(r["set"]).startswith("random:")])
+    return out
+
+
+def share_panels(rows: Sequence[Mapping], path: Path, *, panel: str, outcome_of: Mapping[str, str], title: str,
+                 ylabel: str) -> Path | None:
+    """The known answer at a glance: one panel per planted family (:func:`share_points`), each named head set's share
+    of the planted gain with its interval, filled where it sits at or above its null's 95th percentile and hollow
+    otherwise, a grey diamond beside it for its layer-matched random sets. With no panel, nothing is drawn (None)."""
+    panels = share_points(rows, panel=panel, outcome_of=outcome_of)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels) + 0.8, 3.4), sharey=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, (gain, points)) in zip(axes[0], panels.items()):
+        for x, pt in enumerate(points):
+            color = colors[x % len(colors)]
+            ax.errorbar([x], [pt.share], yerr=[[max(pt.share - pt.low, 0)], [max(pt.high - pt.share, 0)]], fmt="o",
+                        color=color, mfc=color if pt.top_of_null else "white", ms=7, capsize=3, zorder=3)
+            ax.scatter([x + 0.3], [pt.random_share], marker="D", s=18, color="grey", zorder=2)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.axhline(1, color="black", lw=0.6, ls=":")
+        ax.set_xticks(range(len(points)))
+        ax.set_xticklabels([pt.set for pt in points], rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(points) - 0.2)
+        ax.set_title(f"{name}\n{outcome_of[name]}, gain {gain:.3g}", fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=9, y=1.0 + 0.04 * (title.count("\n") + 1))
     return save_figure(path, fig)

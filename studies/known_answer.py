@@ -11,7 +11,8 @@ DPS studies with the same preset and design; run them first) and writes ``result
   and the profile gain it removes (``gain_lost``: for ``case``, whose donors mostly write lowercase too, the planted
   signal is the profile gain), each with its interval, its share of the planted gain and its place in the
   layer-matched null; and the same for each family's layer-matched random sets (set ``random:<family>``, the mean
-  over its random sets per example), the share that many heads on those layers remove by themselves;
+  over its random sets per example), the share that many heads on those layers remove by themselves; drawn in
+  ``gain_removed_by_family.png``, a panel per family showing the outcome that carries its planted signal;
 - ``gain_removed_control_users``: the same head sets on the control users (no rule), to set beside the planted rows;
 - ``marker_gain_removed_by_family``: the same outcomes on the rule's tokens alone (controls: the tokens it would
   change), planted and control users, for ablation runs that measured them: free of the users' own signal, which
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import outcomes, tables
+from harness import outcomes, plots, tables
 from harness.config import ConfigError, StudyConfig, option
 from harness.data.planted import FAMILIES
 from harness.experiment import begin
@@ -44,6 +45,9 @@ log = logging.getLogger("harness")
 
 ABSTRACT = ("lexicon", "spelling", "case")  # rules that must be inferred, not copied verbatim
 GAINS = ("gain_own", "gain_specific", "marker_gain_own", "marker_gain_specific")
+# the outcome that carries each family's planted signal: the case rule is shared by most donors, so it lives in the
+# profile gain (none − own), every other rule in the user-specific gain (other − own)
+SIGNAL = {"case": "gain_lost"}
 
 
 @dataclass
@@ -158,6 +162,14 @@ def main(argv: list[str] | None = None) -> Run:
                                   ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
                         caption="planted users' evaluation examples; specific_gain_lost is a share of the planted users' "
                              "clean specific gain (other − own), gain_lost of their profile gain (none − own)")
+    if removed:
+        plots.share_panels([{**r, "gain": r["planted_gain"]} for r in removed],
+                           run.root / "gain_removed_by_family.png", panel="family",
+                           outcome_of={f: SIGNAL.get(f, "specific_gain_lost") for f in runs},
+                           ylabel="share of the planted gain removed",
+                           title=f"{cfg.model}, split seed {cfg.seed}: planted users, top-"
+                                 f"{'/'.join(str(k) for k in sorted({r['k'] for r in removed}))} of each head family\n"
+                                 "(95% CI; filled: null pct. ≥ 95; grey: layer-matched random sets)")
 
     tables.write_tables(controls, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
                                    ("mean", "gain lost"), ("ci", "interval"), ("interval", "interval is"),
