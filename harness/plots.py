@@ -158,7 +158,7 @@ def share_panels(rows: Sequence[Mapping], path: Path, *, panel: str, outcome_of:
         ax.set_xticks(range(len(points)))
         ax.set_xticklabels([pt.set for pt in points], rotation=45, ha="right", fontsize=8)
         ax.set_xlim(-0.5, len(points) - 0.2)
-        ax.set_title(f"{name}\n{outcome_of[name]}, gain {gain:.3g}", fontsize=8)
+        ax.set_title(f"{name}\n{outcome_of[name]}, gain {gain:.3f}", fontsize=8)
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=9, y=1.0 + 0.04 * (title.count("\n") + 1))
     return save_figure(path, fig)
