@@ -156,6 +156,9 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("smollm2-135m/planted-conventions2012/seed1/known_answer/gain_removed_by_family.csv",
      {"family": "lexicon", "outcome": "specific_gain_lost", "set": "retrieval"}, (0.001, 0.03),
      "planted-second-split-lexicon"),
+    ("gemma3-270m/planted-conventions2012/seed1/known_answer/signal_by_family.csv",
+     {"family": "lexicon", "group": "planted", "gain": "marker_gain_specific"}, (0.01, 0.5),
+     "gemma-planted-second-split-lexicon"),
     ("gemma3-270m/planted-conventions2012-lexicon/seed0/dps_decoding/marker_rate_by_method.csv",
      {"group": "planted", "generation": "cad"}, {"marker_rate_ci": "[0.0, 1.0]"}, "gemma-dps-planted-lexicon"),
 ])
