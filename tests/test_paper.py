@@ -159,6 +159,8 @@ def _perturb(csv_path: Path, match: dict, change: tuple[float, float] | dict) ->
     ("gemma3-270m/planted-conventions2012/seed1/known_answer/signal_by_family.csv",
      {"family": "lexicon", "group": "planted", "gain": "marker_gain_specific"}, (0.01, 0.5),
      "gemma-planted-second-split-lexicon"),
+    ("smollm2-135m/planted-conventions2012/seed1/known_answer/dps_marker_by_family.csv",
+     {"family": "signoff", "baseline": "cad"}, (-0.5, 0.1), "dps-planted-signoff-second-split"),
     ("gemma3-270m/planted-conventions2012-lexicon/seed0/dps_decoding/marker_rate_by_method.csv",
      {"group": "planted", "generation": "cad"}, {"marker_rate_ci": "[0.0, 1.0]"}, "gemma-dps-planted-lexicon"),
 ])
