@@ -108,7 +108,7 @@ class SharePoint(NamedTuple):
     """One head set in a :func:`share_panels` panel: its share of the panel's gain and that share's interval, whether it
     sits at or above its null's 95th percentile, and the mean share of its layer-matched random sets (NaN: none)."""
 
-    set: str
+    head_set: str
     share: float
     low: float
     high: float
@@ -156,7 +156,7 @@ def share_panels(rows: Sequence[Mapping], path: Path, *, panel: str, outcome_of:
         ax.axhline(0, color="black", lw=0.6)
         ax.axhline(1, color="black", lw=0.6, ls=":")
         ax.set_xticks(range(len(points)))
-        ax.set_xticklabels([pt.set for pt in points], rotation=45, ha="right", fontsize=8)
+        ax.set_xticklabels([pt.head_set for pt in points], rotation=45, ha="right", fontsize=8)
         ax.set_xlim(-0.5, len(points) - 0.2)
         ax.set_title(f"{name}\n{outcome_of[name]}, gain {gain:.3f}", fontsize=8)
     axes[0][0].set_ylabel(ylabel)

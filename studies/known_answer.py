@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> Run:
                                   ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
                         caption="planted users' evaluation examples; specific_gain_lost is a share of the planted users' "
                              "clean specific gain (other − own), gain_lost of their profile gain (none − own)")
-    if removed:
-        plots.share_panels([{**r, "gain": r["planted_gain"]} for r in removed],
-                           run.root / "gain_removed_by_family.png", panel="family",
-                           outcome_of={f: SIGNAL.get(f, "specific_gain_lost") for f in runs},
-                           ylabel="share of the planted gain removed",
-                           title=f"{cfg.model}, split seed {cfg.seed}: planted users, top-"
-                                 f"{'/'.join(str(k) for k in sorted({r['k'] for r in removed}))} of each head family\n"
-                                 "(95% CI; filled: null pct. ≥ 95; grey: layer-matched random sets)")
+    figure, ks = run.root / "gain_removed_by_family.png", "/".join(str(k) for k in sorted({r["k"] for r in removed}))
+    drawn = removed and plots.share_panels(
+        [{**r, "gain": r["planted_gain"]} for r in removed], figure, panel="family",
+        outcome_of={f: SIGNAL.get(f, "specific_gain_lost") for f in runs}, ylabel="share of the planted gain removed",
+        title=f"{cfg.model}, split seed {cfg.seed}: planted users, top-{ks} of each head family\n"
+              "(95% CI; filled: null pct. ≥ 95; grey: layer-matched random sets)")
+    if not drawn:
+        figure.unlink(missing_ok=True)  # no family with a gain: an earlier render's figure must not outlive its data
 
     tables.write_tables(controls, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
                                    ("mean", "gain lost"), ("ci", "interval"), ("interval", "interval is"),

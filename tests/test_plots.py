@@ -27,7 +27,7 @@ OUTCOME = {"signoff": "specific_gain_lost", "case": "gain_lost", "lexicon": "spe
 def test_share_points_divide_by_the_panels_gain_and_pair_each_set_with_its_random_sets():
     panels = plots.share_points(ROWS, panel="family", outcome_of=OUTCOME)
     gain, points = panels["signoff"]
-    assert gain == 0.4 and [p.set for p in points] == ["retrieval", "specific_pcs"]
+    assert gain == 0.4 and [p.head_set for p in points] == ["retrieval", "specific_pcs"]
     retrieval, specific = points
     assert (retrieval.share, retrieval.low, retrieval.high) == pytest.approx((0.5, 0.25, 0.75))
     assert retrieval.random_share == pytest.approx(0.05) and math.isnan(specific.random_share)
