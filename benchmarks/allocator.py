@@ -18,10 +18,10 @@ alternately ``--repeats`` times (load the model, warm up once, then ``--calls`` 
 Prints per model and positions the median wall seconds, CPU seconds in user and kernel mode, minor page faults and
 peak RSS of each, each one's speedup over the default, and max |Δloss| (they must agree).
 
-Measured on 2 cores (README, Benchmarks): at the target positions the studies score, both are slower (Gemma-3 0.88x
-and 0.89x, the second with 1.6 GB more RSS); at all positions huge pages cut the faults 25x but not the kernel time
-(0.97x), and keeping freed memory cuts the kernel time 8x for 1.02-1.22x and up to 1 GB more RSS. The kernel's cost
-is zeroing and unmapping fresh pages, not the count of faults; so the harness keeps glibc's and PyTorch's defaults.
+Measured on 2 cores (the numbers are in README, Benchmarks): at the target positions the studies score, both are
+slower, keeping freed memory also at more RSS; at all positions huge pages cut the faults but not the kernel time,
+and keeping freed memory helps by a margin that does not repeat. The kernel's cost is zeroing and unmapping fresh
+pages, not the count of faults; so the harness keeps glibc's and PyTorch's defaults.
 """
 
 from __future__ import annotations
@@ -30,11 +30,8 @@ import argparse
 import ctypes
 import ctypes.util
 import json
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,6 +40,7 @@ import torch
 from harness.models import load_model
 from harness.pcs import ablated_losses
 
+from .common import child_json
 from .target_ablation_speed import PROFILE_A, example, peak_rss, v2_sets
 
 CONTENDERS = ("default", "huge pages", "retain freed memory")
@@ -52,7 +50,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 
 def child(args: argparse.Namespace) -> None:
     """One contender in this fresh process: prints one JSON line."""
-    if args.contender == "retain freed memory":
+    if args.child == "retain freed memory":
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         if libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) != 1 or libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) != 1:
             raise RuntimeError("this libc refused mallopt's thresholds")
@@ -66,18 +64,16 @@ def child(args: argparse.Namespace) -> None:
         for _ in range(args.calls):
             clean, losses = ablated_losses(model, item, sets, positions=args.positions)
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"thp": os.environ.get(THP_ENV), "wall_s": wall, "user_s": r1.ru_utime - r0.ru_utime,
+    print(json.dumps({"wall_s": wall, "user_s": r1.ru_utime - r0.ru_utime,
                       "sys_s": r1.ru_stime - r0.ru_stime, "minflt": r1.ru_minflt - r0.ru_minflt,
                       "peak_rss_mb": rss["peak_mb"], "clean": float(clean), "losses": losses.tolist()}))
 
 
 def run_child(args: argparse.Namespace, model: str, positions: str, which: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.allocator", "--child", which, "--model", model, "--positions", positions,
-           "--prompt-tokens", str(args.prompt_tokens), "--target-tokens", str(args.target_tokens),
-           "--sets", str(args.sets), "--calls", str(args.calls)]
-    env = {**os.environ, THP_ENV: "1" if which == "huge pages" else "0"}
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return child_json("benchmarks.allocator", "--child", which, "--model", model, "--positions", positions,
+                      "--prompt-tokens", str(args.prompt_tokens), "--target-tokens", str(args.target_tokens),
+                      "--sets", str(args.sets), "--calls", str(args.calls),
+                      env={THP_ENV: "1" if which == "huge pages" else "0"})
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -93,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--model", default="smollm2-135m", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        args.contender, args.positions = args.child, args.positions[0]
+        args.positions = args.positions[0]
         child(args)
         return []
     results = []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -16,3 +20,11 @@ def time_pair(a: Callable[[], object], b: Callable[[], object], *, repeats: int 
         t0 = time.perf_counter(); a(); ta.append(time.perf_counter() - t0)
         t0 = time.perf_counter(); b(); tb.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb)
+
+
+def child_json(module: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``python -m module *args`` in a fresh process (``env`` added to this one's environment) and return the JSON
+    object on the last line it prints: a contender whose state is per process (peak RSS, an allocator setting)."""
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -34,7 +32,7 @@ from harness.heads import Head, HeadSet, random_headset
 from harness.models import load_model
 from harness.pcs import BATCH_SIZE, TokenizedInput, ablated_losses
 
-from .common import time_pair
+from .common import child_json, time_pair
 
 PROFILE_A = ("Alice keeps a garden diary. She writes short, dry sentences about tomatoes, basil, slugs and the rain, "
              "counts her beans, complains about the neighbour's cat and never uses exclamation marks. ")
@@ -157,11 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.rss:
         res["rss"] = []
         for b in [int(x) for x in args.rss.split(",")]:
-            cmd = [sys.executable, "-m", "benchmarks.target_ablation_speed", "--model", args.model, "--prompt-tokens",
-                   str(args.prompt_tokens), "--target-tokens", str(args.target_tokens), "--sets", str(args.sets),
-                   "--rss-child", str(b)]
-            line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            row = json.loads(line)
+            row = child_json("benchmarks.target_ablation_speed", "--model", args.model, "--prompt-tokens",
+                             str(args.prompt_tokens), "--target-tokens", str(args.target_tokens), "--sets",
+                             str(args.sets), "--rss-child", str(b))
             res["rss"].append(row)
             print(f"batch {b:4d}: peak RSS {row['peak_rss_mb']:7.0f} MB while scoring (model loaded: "
                   f"{row['rss_mb_before']:5.0f} MB), {row['s_per_set']:.3f} s per set")
