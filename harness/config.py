@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # what every prompt-derived artefact is keyed by, with the few settings each adds (experiment.framing_depends,
 # experiment.reference_depends, signal.CLEAN_LOSS_FIELDS, the plan's inputs).
 PROMPT_FIELDS = ("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
-                 "max_prompt_tokens", "chat")
+                 "max_prompt_tokens", "chat", "profile_docs", "donor")
 
 PRIMARY_DESIGN = ("mean", "target")  # function-vector style: the primary ablation design of every study
 
@@ -59,10 +59,17 @@ class RunMismatch(ConfigError, RuntimeError):
     """A results folder holds a run of another configuration (the changed fields named): refused, not mixed."""
 
 
-def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, runtime: bool = False) -> Any:
+_NOT_ADDED = object()
+
+
+def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, runtime: bool = False,
+           added_as: Any = _NOT_ADDED) -> Any:
     """A config field: ``default``, a one-line ``help``, allowed ``choices``; ``runtime=True`` marks an option that
-    cannot change a number (results folder, --fresh, remote host, batch sizes), left out of ``numbers_config``."""
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "runtime": runtime}
+    cannot change a number (results folder, --fresh, remote host, batch sizes), left out of ``numbers_config``.
+    ``added_as``: for an option added after runs were committed, the value that reproduces the behaviour before it
+    existed; while it holds that value it is left out of ``numbers_config``, so those runs keep their hash."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "runtime": runtime,
+            "added_as": added_as}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -78,7 +85,7 @@ class StudyConfig:
     preset: str = option("quick", "field overrides applied before explicit flags", choices=tuple(PRESETS),
                          runtime=True)
     model: str = option(DEFAULT_MODEL, "registry name, HF repo id or local folder")
-    data: str = option("conventions2012", "dataset name or path to a LongLaMP-schema JSON(L)")
+    data: str = option("sotu", "dataset name or path to a LongLaMP-schema JSON(L)")
     split: str = option("train", "dataset split to draw examples from")
     n: int | None = option(None, "examples drawn in total (split into discovery and evaluation)")
     seed: int = option(0, "seed of the data draw, the split, random head sets and the bootstrap")
@@ -88,6 +95,17 @@ class StudyConfig:
     k_profile: int = option(2, "profile items put into the prompt")
     retrieval: str = option("bm25", "how the prompt's profile items are chosen", choices=("bm25", "recency", "random"))
     max_prompt_tokens: int = option(160, "prompt budget in tokens (the profile is truncated first)")
+    profile_docs: str = option("other", "which of the user's documents the profile may come from: other (never the "
+                                        "example's own document) or any (same-document items too: the design "
+                                        "whose user gain is partly the document's)", choices=("other", "any"),
+                               added_as="any")
+    donor: str = option("auto", "whose profile the other-user twin shows: random (a random other user), nearest (the "
+                                "user closest on the corpus covariate, e.g. sotu's year) or auto (nearest where the "
+                                "corpus has a covariate, else random)", choices=("auto", "random", "nearest"),
+                        added_as="random")
+    same_doc: bool = option(False, "also measure the signal of a same_doc profile: the user's items from the "
+                                   "example's own document, filled to the own profile's length (the confound that "
+                                   "--profile-docs other removes)", added_as=False)
     chat: str = option("auto", "render prompts with the chat template: auto (when the tokenizer has one), on, off",
                        choices=("auto", "on", "off"))
     framing: str = option("auto", "prefill: the answer starts with the text's lead, so the model continues it; "
@@ -185,30 +203,49 @@ class StudyConfig:
             raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
         if not self.k_heads or min(self.k_heads) < 1:
             raise ConfigError(f"--k-heads must be positive head-set sizes, got {self.k_heads}")
+        from .data.records import DataError
+        from .data.registry import resolve_donor
+
+        try:  # auto becomes the donor it means, so the numbers config records what was run
+            self.donor = resolve_donor(self.donor, self.data)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
 
     # ---- what determines the numbers -----------------------------------------------------------------------------
     def numbers_config(self) -> dict[str, Any]:
         """Every field that can change a number (all but runtime-only ones), plus the study's name."""
         out = {"study": self.study}
         for f in dataclasses.fields(self):
-            if not f.metadata.get("runtime"):
-                out[f.name] = _plain(getattr(self, f.name))
+            value = getattr(self, f.name)
+            if not f.metadata.get("runtime") and value != f.metadata.get("added_as", _NOT_ADDED):
+                out[f.name] = _plain(value)
         return out
 
     def folder(self, study: str | None = None) -> str:
         """The run folder of ``study`` (default: this one), below ``results/<model>/<data>/``: ``seed<seed>/<study>``
         for the primary ablation design (mean ablation at target positions), ``seed<seed>/<study>-<mode>-<positions>``
-        for another (e.g. the all-position zero ablation of prior code). Each seed is its own split and ranking."""
+        for another (e.g. the all-position zero ablation of prior code), ``-donor-<donor>`` added for a donor other
+        than the corpus's own (``--donor auto``). Each seed is its own split and ranking."""
+        from .data.registry import resolve_donor
+
         study = study or self.study
         design = "" if (self.mode, self.positions) == PRIMARY_DESIGN else f"-{self.mode}-{self.positions}"
-        return f"seed{self.seed}/{study}{design}"
+        donor = "" if self.donor == resolve_donor("auto", self.data) else f"-donor-{self.donor}"
+        return f"seed{self.seed}/{study}{design}{donor}"
 
     def config_hash(self) -> str:
         return config_hash(self.numbers_config())
 
     def subset(self, *names: str) -> dict[str, Any]:
-        """The named fields (what a derived artefact depends on)."""
-        return {name: _plain(getattr(self, name)) for name in names}
+        """The named fields (what a derived artefact depends on), less those that hold their ``added_as`` value (as
+        in ``numbers_config``)."""
+        numbers = self.numbers_config()
+        return {name: _plain(getattr(self, name)) for name in names
+                if name in numbers or self._field(name).metadata.get("runtime")}
+
+    @classmethod
+    def _field(cls, name: str) -> dataclasses.Field:
+        return next(f for f in dataclasses.fields(cls) if f.name == name)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

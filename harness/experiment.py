@@ -16,7 +16,8 @@ from .ablation import Reference, head_means
 from .arch import ModelShape
 from .config import PROMPT_FIELDS, ConfigError, StudyConfig
 from .data import (Example, Prompt, Split, assert_not_used_for_ranking, build_prompt, load_examples,
-                   split_discovery_evaluation, with_other_user)
+                   split_discovery_evaluation, with_other_user,
+                   with_same_document)
 from .data.prompts import FRAMINGS
 from .decoding import Sampling
 from .generation import Generation, generate
@@ -98,7 +99,7 @@ def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
     if remote and remote != "local":
         check_deployed(model.repo_id, remote)
     shape = model_shape(model, cfg.model)
-    examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed)
+    examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed, profile_docs=cfg.profile_docs)
     if cfg.n is not None and len(examples) < cfg.n:
         raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")
     split = split_discovery_evaluation(examples, eval_fraction=cfg.eval_fraction, seed=cfg.seed, by_user=cfg.by_user)
@@ -111,7 +112,8 @@ def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
 
 
 def build_prompts(setup: Setup, cfg: StudyConfig) -> None:
-    """Every example's prompt variants (own, other user, none) under ``setup``'s chat and framing settings."""
+    """Every example's prompt variants (own, other user, none; same_doc with ``--same-doc``) under ``setup``'s chat
+    and framing settings."""
     split, tokenizer = setup.split, setup.tokenizer
     prompts = {e.example_id: build_prompt(e, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, k=cfg.k_profile,
                                           retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat,
@@ -123,7 +125,11 @@ def build_prompts(setup: Setup, cfg: StudyConfig) -> None:
                                   "prompt needs two; use --no-by-user, more --n, or --conditions own none")
             for e in side:
                 prompts[e.example_id] = with_other_user(prompts[e.example_id], e, side, tokenizer,
-                                                        retrieval=cfg.retrieval, seed=cfg.seed)
+                                                        retrieval=cfg.retrieval, seed=cfg.seed, donor=cfg.donor)
+    if cfg.same_doc:
+        for e in setup.examples:
+            prompts[e.example_id] = with_same_document(prompts[e.example_id], e, tokenizer, retrieval=cfg.retrieval,
+                                                       seed=cfg.seed)
     log.info("%s on %s: %d examples (%d discovery / %d evaluation), %d users; %s prompts, %s framing", setup.shape,
              cfg.data, len(setup.examples), len(split.discovery), len(split.evaluation),
              len({e.user_id for e in setup.examples}), "chat" if setup.chat else "plain", setup.framing)
@@ -157,7 +163,7 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
         build_prompts(setup, cfg)
     if cfg.mode == "mean" and ablates:
         setup.ablation = {"mode": "mean", "reference": mean_reference(setup, run, cfg)}
-    losses = signal.clean_losses(setup, run, cfg.conditions)
+    losses = signal.clean_losses(setup, run, [*cfg.conditions, *(["same_doc"] if cfg.same_doc else [])])
     setup.signal = signal.signal_rows(losses, n_boot=cfg.n_boot, seed=cfg.seed)
     run.note = signal.signal_note(setup.signal) if "other" in cfg.conditions else ""
     write_csv(run.path("signal_losses.csv"), losses)

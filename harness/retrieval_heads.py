@@ -122,7 +122,7 @@ def _haystack_paragraphs(corpus: str) -> tuple[str, ...]:
     from .data import load_examples
 
     seen: dict[str, None] = {}
-    for ex in load_examples(corpus):
+    for ex in load_examples(corpus, profile_docs="any"):  # every paragraph the loader found
         for text in (ex.output, *(item.text for item in ex.profile)):
             seen.setdefault(" ".join(text.split()), None)
     return tuple(seen)

@@ -4,6 +4,10 @@
     gain_other    = L_none  − L_other   (any user's profile of the same length helps)
     gain_specific = L_other − L_own     (this user's profile helps more than another's: the user-specific gain)
 
+With ``--same-doc`` (where a corpus tags documents), on the examples whose own document fills a profile block of the
+same length: ``gain_same_doc`` = L_none − L_same_doc and ``same_doc_advantage`` = L_own − L_same_doc, how much more
+the example's own document lowers the loss than the user's other documents (the same-document confound).
+
 Each is averaged per user, with a user-clustered 95% CI, on the discovery and on the evaluation split. A head set can
 only carry a user-specific preference where ``gain_specific`` is measurably above 0; where its CI includes 0 every
 table of the study says so (``NO_SIGNAL``).
@@ -29,7 +33,10 @@ from .pcs import token_nlls
 
 log = logging.getLogger("harness")
 
-GAINS = {"gain_own": ("none", "own"), "gain_other": ("none", "other"), "gain_specific": ("other", "own")}
+GAINS = {"gain_own": ("none", "own"), "gain_other": ("none", "other"), "gain_specific": ("other", "own"),
+         # with --same-doc, on the examples whose own document fills a profile block: what that document gives, and
+         # how much more than the user's other documents (the same-document confound of a one-document user)
+         "gain_same_doc": ("none", "same_doc"), "same_doc_advantage": ("own", "same_doc")}
 NO_SIGNAL = ("no measured user-specific signal (gain_specific's CI includes 0): head effects below are not evidence "
              "about preference")
 
@@ -47,17 +54,18 @@ def clean_losses(setup: Any, run: Any, conditions: Sequence[str]) -> pd.DataFram
     ck = run.checkpoint("clean_losses")
     run.adopt("clean_losses", CLEAN_LOSS_FIELDS)  # a sibling study of the same seed that measured them lends its rows
     sides = [("discovery", e) for e in setup.split.discovery] + [("evaluation", e) for e in setup.split.evaluation]
+    measured = lambda e, c: setup.prompts[e.example_id].has(c)  # same_doc exists where the document fills a block
     todo = [(e, c) for _, e in sides for c in conditions
-            if "tokens" not in ck.records.get(f"{e.example_id}|{c}", {})]
+            if measured(e, c) and "tokens" not in ck.records.get(f"{e.example_id}|{c}", {})]
     for ex, cond in tqdm(todo, desc="signal (clean losses)", disable=not todo):
         nll = setup.call(token_nlls, setup.model, setup.tokenized(ex.example_id, cond), remote=setup.remote,
                          what=f"clean loss of {ex.example_id} ({cond})")
         ck.add(f"{ex.example_id}|{cond}", loss=float(nll.mean()), tokens=nll.tolist())
     rows = []
     for side, e in sides:
-        recs = {c: ck.get(f"{e.example_id}|{c}") for c in conditions}
+        recs = {c: ck.get(f"{e.example_id}|{c}") for c in conditions if measured(e, c)}
         row = {"split": side, "example_id": e.example_id, "user_id": e.user_id,
-               **{f"loss_{c}": r["loss"] for c, r in recs.items()}}
+               **{f"loss_{c}": recs[c]["loss"] if c in recs else float("nan") for c in conditions}}
         if e.planted is not None:
             mask = gold_marker_mask(setup.tokenizer, e, setup.prompts[e.example_id].target,
                                     max_target_tokens=setup.max_target_tokens)

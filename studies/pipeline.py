@@ -1,7 +1,8 @@
 """The whole study: PCS ranking -> ablation comparison -> DPS decoding, then the paper's tables and figures.
 
     python -m studies.pipeline --preset quick                      # minutes on 2 CPU cores (README's main command)
-    python -m studies.pipeline --preset full --data conventions2012               # the committed results
+    python -m studies.pipeline --preset full --seeds 0 1 2            # the main design: sotu, other-address profiles
+    python -m studies.pipeline --preset full --data conventions2012 -- --profile-docs any   # committed same-speech runs
 
 Each stage is resumable (its own checkpoints); a rerun skips finished work. Extra flags after ``--`` go to every
 stage (e.g. ``-- --remote ndif --model meta-llama/Llama-3.1-8B``).
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--data", nargs="+", default=["conventions2012"])
+    ap.add_argument("--data", nargs="+", default=["sotu"])
     ap.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=["pcs", "ablation", "dps"])
     ap.add_argument("--results", default=None, help="results folder (default: results/ for full, "
                                                     "results-quick/ for quick, so quick runs never overwrite "

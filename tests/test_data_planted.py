@@ -238,16 +238,21 @@ def test_plant_drops_golds_the_rule_would_not_change_and_logs_it(caplog):
 # -------------------------------------------------------------------------------- real corpora via --data
 
 
+# conventions2012 as its committed planted runs read it: same-speech profiles (profile_docs="any"); under the default
+# "other" it keeps only its few speakers with several speeches (tests/test_data_documents.py)
+SAME_SPEECH = {"profile_docs": "any"}
+
+
 @pytest.fixture(scope="module")
 def conventions():
-    return {e.example_id: e for e in load_examples("conventions2012")}
+    return {e.example_id: e for e in load_examples("conventions2012", **SAME_SPEECH)}
 
 
 @pytest.mark.parametrize("family, counts", [
     ("signoff", (1475, 134, 44)), ("lexicon", (365, 101, 31)), ("spelling", (478, 101, 33)), ("case", (1475, 134, 44)),
 ])
 def test_conventions2012_planted_corpora_follow_their_rules(family, counts, conventions):
-    examples = load_examples(f"planted:conventions2012:{family}")
+    examples = load_examples(f"planted:conventions2012:{family}", **SAME_SPEECH)
     summary = planting_summary(examples)
     assert (summary["examples"], summary["planted_users"], summary["control_users"]) == counts
     for e in examples:
@@ -273,7 +278,7 @@ def test_study_seed_and_n_subset_the_same_planted_corpus():
 def test_spelling_gold_words_mostly_do_not_occur_in_the_profile():
     """The rule has to be inferred: most changed words of the gold are nowhere in the user's profile, shown or not."""
     shared = total = 0
-    for e in load_examples("planted:conventions2012:spelling"):
+    for e in load_examples("planted:conventions2012:spelling", **SAME_SPEECH):
         if e.planted.control:
             continue
         profile = " ".join(i.text for i in e.profile).lower()

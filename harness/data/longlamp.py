@@ -44,7 +44,11 @@ FIELD_MAPS: dict[str, FieldMap] = {
     ),
     "topic_writing": FieldMap("author", ("summary", "content"), lambda f: _join(f["summary"], f["content"])),
 }
-# Schema for researchers' own users: {"user_id", "input", "output", "profile": [{"text", ...}]}.
+# Schema for researchers' own users: {"user_id", "input", "output", "profile": [{"text", ...}]}. Optional, in any
+# schema: "doc_id" on a row and on its profile items (the document each text comes from: a profile item of the row's
+# own document is then left out under profile_docs="other"), and a numeric "covariate" on a row (what
+# --donor nearest matches donors on, e.g. a year). Without doc_id every text is its own document.
+DOC_FIELD, COVARIATE_FIELD = "doc_id", "covariate"
 CUSTOM_FIELD_MAP = FieldMap("user_id", ("text",), lambda f: str(f["text"]))
 CONFIGS = tuple(f"{task}_{setting}" for task in FIELD_MAPS for setting in SETTINGS)
 
@@ -145,7 +149,11 @@ def rows_to_examples(
         example_id = f"{task}:{split}:{row['id'] if row.get('id') is not None else i}"
         try:
             profile = _profile_items(raw_profile, fmap)
-            examples.append(Example(example_id, user_id, str(row["input"]), str(row["output"]), profile, task, split))
+            covariate = row.get(COVARIATE_FIELD)
+            if covariate is not None and _as_float(covariate) is None:
+                raise DataError(f"field {COVARIATE_FIELD!r} must be a number, got {covariate!r}")
+            examples.append(Example(example_id, user_id, str(row["input"]), str(row["output"]), profile, task, split,
+                                    doc_id=str(row.get(DOC_FIELD) or ""), covariate=_as_float(covariate)))
         except DataError as err:
             raise DataError(f"{source} row {i}: {err}") from err
     if not examples:
@@ -175,7 +183,7 @@ def _profile_items(raw_profile: list[Any], fmap: FieldMap) -> tuple[ProfileItem,
         text = fmap.render(raw)
         if not text:
             raise DataError(f"profile item {j} has no text in fields {list(fmap.item_fields)}")
-        items.append(ProfileItem(text=text, fields=fields, position=position))
+        items.append(ProfileItem(text=text, fields=fields, position=position, doc_id=str(raw.get(DOC_FIELD) or "")))
     return tuple(items)
 
 

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from .records import DataError, Example
+from .records import DataError, Example, ProfileItem
 
 log = logging.getLogger(__name__)
 
@@ -449,6 +449,13 @@ def plant(examples: Sequence[Example], family: str, *, control_share: float = DE
             rewritten[key] = rule.rewrite(text)
         return rewritten[key]
 
+    items: dict[int, ProfileItem] = {}  # by identity: a corpus may share one item object across a user's examples
+
+    def planted_item(rule: Rule, item: ProfileItem) -> ProfileItem:
+        if id(item) not in items:
+            items[id(item)] = dataclasses.replace(item, text=rewrite(rule, item.text)[0])
+        return items[id(item)]
+
     out, dropped = [], 0
     for e in examples:
         rule, applied = rules[e.user_id]
@@ -465,7 +472,7 @@ def plant(examples: Sequence[Example], family: str, *, control_share: float = DE
             input=e.input.replace(e.lead, new_lead) if e.lead else e.input,
             output=output,
             lead=new_lead,
-            profile=tuple(dataclasses.replace(item, text=rewrite(rule, item.text)[0]) for item in e.profile),
+            profile=tuple(planted_item(rule, item) for item in e.profile),
             planted=Planting(rule, True, spans),
         ))
     kept_users = {e.user_id for e in out}

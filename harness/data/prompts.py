@@ -2,13 +2,16 @@
 
 The three prompt variants of an example (the *conditions*) differ only in the profile block: ``own`` (the user's
 items), ``other`` (items of a different user, chosen by the same retrieval for this input and filled to the own
-block's token count within ±5%) and ``none``. The input and the gold target are the same in all three.
+block's token count within ±5%) and ``none``. The input and the gold target are the same in all three. A fourth,
+``same_doc`` (the user's items from the example's own document, filled the same way), measures how much of a profile
+gain the example's own document gives: the same-document confound that ``profile_docs="other"`` removes.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import random
+import statistics
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,21 +46,32 @@ class Prompt:
     other_user_id: str = ""
     other_profile_span: tuple[int, int] | None = None  # character span of the other user's block in other_profile
     n_tokens: dict = dataclasses.field(default_factory=dict)  # condition -> prompt tokens; "profile"/"other_profile"
+    same_doc_profile: str = ""  # the prompt holding the user's items from the example's own document (same_doc)
+    same_doc_span: tuple[int, int] | None = None
+
+    def has(self, condition: str) -> bool:
+        """Whether the prompt exists in ``condition`` (``other`` and ``same_doc`` are built afterwards, when they can
+        be filled)."""
+        return {"own": True, "none": True, "other": bool(self.other_profile),
+                "same_doc": bool(self.same_doc_profile)}.get(condition, False)
 
     def text(self, condition: str) -> str:
-        """The prompt in ``condition``: ``own`` (with profile), ``other`` (another user's profile) or ``none``."""
-        texts = {"own": self.with_profile, "none": self.without_profile}
-        if self.other_profile:
-            texts["other"] = self.other_profile
-        if condition not in texts:
-            hint = " (build it with harness.data.with_other_user)" if condition == "other" else ""
-            raise DataError(f"example {self.example_id} has no {condition!r} prompt{hint}; has {', '.join(texts)}")
+        """The prompt in ``condition``: ``own`` (with profile), ``other`` (another user's profile), ``same_doc`` (the
+        user's items from this document) or ``none``."""
+        texts = {"own": self.with_profile, "none": self.without_profile, "other": self.other_profile,
+                 "same_doc": self.same_doc_profile}
+        if not self.has(condition):
+            hint = {"other": " (build it with harness.data.with_other_user)",
+                    "same_doc": " (build it with harness.data.with_same_document)"}.get(condition, "")
+            have = ", ".join(c for c in texts if self.has(c))
+            raise DataError(f"example {self.example_id} has no {condition!r} prompt{hint}; has {have}")
         return texts[condition]
 
     def span(self, condition: str) -> tuple[int, int] | None:
         """Character span of the profile block inside ``text(condition)`` (None: the prompt shows no profile)."""
         self.text(condition)  # an unknown or missing condition is an error here too
-        return {"own": self.profile_span, "other": self.other_profile_span}.get(condition)
+        return {"own": self.profile_span, "other": self.other_profile_span,
+                "same_doc": self.same_doc_span}.get(condition)
 
 
 @lru_cache(maxsize=1)
@@ -179,45 +193,90 @@ def build_prompt(
     )
 
 
+def donor_order(example: Example, donors: Sequence[Example], *, donor: str = "random", seed: int = 0) -> list[str]:
+    """The other users of ``donors`` in the order they are tried as ``example``'s donor: a seeded shuffle
+    (``random``), or by distance of the user's median covariate to the example's (``nearest``; ties in the shuffled
+    order), so the donor differs from the user in as little as the corpus records besides who wrote it."""
+    users = sorted({d.user_id for d in donors if d.user_id != example.user_id})
+    random.Random(f"other-user:{seed}:{example.example_id}").shuffle(users)
+    if donor == "random":
+        return users
+    if donor != "nearest":
+        raise DataError(f"unknown donor {donor!r}; choose random or nearest")
+    values: dict[str, list[float]] = {}
+    for d in (example, *donors):
+        if d.covariate is None:
+            raise DataError(f"--donor nearest: example {d.example_id} has no covariate to match on; use --donor random")
+        values.setdefault(d.user_id, []).append(d.covariate)
+    centre = {u: statistics.median(v) for u, v in values.items()}
+    return sorted(users, key=lambda u: abs(centre[u] - example.covariate))  # stable: ties keep the shuffle
+
+
 def with_other_user(prompt: Prompt, example: Example, donors: Sequence[Example], tokenizer: Any, *,
-                    retrieval: str = "bm25", seed: int = 0, tolerance: float = 0.05) -> Prompt:
+                    retrieval: str = "bm25", seed: int = 0, tolerance: float = 0.05, donor: str = "random") -> Prompt:
     """``prompt`` with its ``other`` twin: a different user's profile items, ranked by the same ``retrieval`` for this
     input, filled to the own profile block's token count within ``tolerance`` (the last item cut by tokens).
 
-    The donor is drawn (seeded by ``seed`` and the example id) from ``donors``' users other than the example's; a
-    donor whose profile is too short is skipped for the next. Token counts of all variants go to ``n_tokens``.
+    Donors are tried in ``donor_order`` (``donor``: ``random``, seeded by ``seed`` and the example id, or
+    ``nearest`` on the corpus covariate) among ``donors``' users other than the example's; a donor whose profile is
+    too short is skipped for the next. Token counts of all variants go to ``n_tokens``.
     """
     block = _profile_block_of(prompt)
     own_tokens = _n_tokens(tokenizer, block) if block else 0
     counts = {"own": _n_tokens(tokenizer, prompt.with_profile), "none": _n_tokens(tokenizer, prompt.without_profile),
               "profile": own_tokens}
-    input_text = prompt.input_text or example.input
     profiles: dict[str, tuple] = {}
     for d in donors:
         if d.user_id != example.user_id:
             profiles.setdefault(d.user_id, d.profile)
-    users = sorted(profiles)
-    random.Random(f"other-user:{seed}:{example.example_id}").shuffle(users)
+    users = donor_order(example, donors, donor=donor, seed=seed)
     if not users:
         raise DataError(f"example {example.example_id}: no other user among {len(donors)} donor examples")
     if not own_tokens:  # no own profile shown: the other twin has none either
         return dataclasses.replace(prompt, other_profile=prompt.without_profile, other_user_id=users[0],
                                    n_tokens={**counts, "other": counts["none"], "other_profile": 0})
-    lo, hi = own_tokens * (1 - tolerance), own_tokens * (1 + tolerance)
     for user in users:
-        donor = dataclasses.replace(example, user_id=user, profile=profiles[user])
-        items = [item.text for item in select_profile(donor, k=len(donor.profile), retrieval=retrieval, seed=seed)]
-        texts = _fill(items, tokenizer, lo, hi)
-        if texts is not None:
-            other = _render(texts, input_text, tokenizer, prompt.chat, prompt.prefill)
-            other_block = _profile_block(texts)
-            n_block = _n_tokens(tokenizer, other_block)
-            at = other.index(other_block)
-            return dataclasses.replace(prompt, other_profile=other, other_user_id=user,
-                                       other_profile_span=(at, at + len(other_block)), n_tokens={
-                **counts, "other": _n_tokens(tokenizer, other), "other_profile": n_block})
+        twin = _twin(prompt, dataclasses.replace(example, user_id=user, profile=profiles[user]), tokenizer,
+                     own_tokens, retrieval=retrieval, seed=seed, tolerance=tolerance)
+        if twin is not None:
+            text, span, n_block = twin
+            return dataclasses.replace(prompt, other_profile=text, other_user_id=user, other_profile_span=span,
+                                       n_tokens={**counts, "other": _n_tokens(tokenizer, text),
+                                                 "other_profile": n_block})
     raise DataError(f"example {example.example_id}: no other user's profile reaches {own_tokens} tokens "
                     f"(±{tolerance:.0%}) among {len(users)} users")
+
+
+def with_same_document(prompt: Prompt, example: Example, tokenizer: Any, *, retrieval: str = "bm25", seed: int = 0,
+                       tolerance: float = 0.05) -> Prompt:
+    """``prompt`` with its ``same_doc`` twin: the user's items from the example's own document
+    (``example.same_doc``), ranked by the same ``retrieval`` and filled to the own block's token count within
+    ``tolerance``; unchanged (no such twin) when there are none or they are too short, or no own block is shown."""
+    block = _profile_block_of(prompt)
+    if not block or not example.same_doc:
+        return prompt
+    twin = _twin(prompt, dataclasses.replace(example, profile=example.same_doc), tokenizer,
+                 _n_tokens(tokenizer, block), retrieval=retrieval, seed=seed, tolerance=tolerance)
+    if twin is None:
+        return prompt
+    text, span, n_block = twin
+    return dataclasses.replace(prompt, same_doc_profile=text, same_doc_span=span,
+                               n_tokens={**prompt.n_tokens, "same_doc": _n_tokens(tokenizer, text),
+                                         "same_doc_profile": n_block})
+
+
+def _twin(prompt: Prompt, source: Example, tokenizer: Any, own_tokens: int, *, retrieval: str, seed: int,
+          tolerance: float) -> tuple[str, tuple[int, int], int] | None:
+    """The prompt with ``source``'s profile items (ranked by ``retrieval`` for this input) filled to ``own_tokens``
+    within ``tolerance``: its text, the block's character span and token count; None when the items are too short."""
+    items = [item.text for item in select_profile(source, k=len(source.profile), retrieval=retrieval, seed=seed)]
+    texts = _fill(items, tokenizer, own_tokens * (1 - tolerance), own_tokens * (1 + tolerance))
+    if texts is None:
+        return None
+    text = _render(texts, prompt.input_text or source.input, tokenizer, prompt.chat, prompt.prefill)
+    block = _profile_block(texts)
+    at = text.index(block)
+    return text, (at, at + len(block)), _n_tokens(tokenizer, block)
 
 
 def _fill(items: list[str], tokenizer: Any, lo: float, hi: float) -> list[str] | None:

@@ -1,6 +1,9 @@
 """The one record type for personalization examples: input, gold output and the user's profile."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -14,11 +17,13 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ProfileItem:
-    """One earlier writing of the user; `position` is its chronological index (higher = more recent)."""
+    """One earlier writing of the user; `position` is its chronological index (higher = more recent), `doc_id` the
+    document it comes from (a speech, address, debate, e-mail; '' when the source does not say)."""
 
     text: str
     fields: dict[str, str] = field(default_factory=dict)
     position: int = 0
+    doc_id: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
@@ -40,6 +45,9 @@ class Example:
     split: str
     lead: str = ""  # text the gold output continues (e.g. a paragraph's first sentence): what a prefill shows
     planted: Planting | None = None  # the user's planted rule, in a planted corpus (harness.data.planted)
+    doc_id: str = ""  # the document the gold text comes from ('' when the source does not say: its own document)
+    covariate: float | None = None  # the corpus covariate a ``nearest`` donor is matched on (sotu: the year)
+    same_doc: tuple[ProfileItem, ...] = ()  # the user's items from this example's own document (see profile_docs)
 
     def __post_init__(self) -> None:
         if not self.example_id:
@@ -53,6 +61,37 @@ class Example:
         object.__setattr__(self, "profile", tuple(self.profile))
         if not self.profile:
             raise DataError(f"empty profile for user {self.user_id} in example {self.example_id}")
-        for item in self.profile:
-            if not isinstance(item, ProfileItem):
-                raise DataError(f"profile of example {self.example_id} holds {type(item).__name__}, not ProfileItem")
+        object.__setattr__(self, "same_doc", tuple(self.same_doc))
+        kinds = set(map(type, self.profile)) | set(map(type, self.same_doc))  # C-level: profiles can be long
+        if not kinds <= {ProfileItem}:
+            bad = next(k for k in kinds if k is not ProfileItem)
+            raise DataError(f"profile of example {self.example_id} holds {bad.__name__}, not ProfileItem")
+
+    def shares_document(self, item: ProfileItem) -> bool:
+        """Whether ``item`` comes from this example's own document (never when either does not say)."""
+        return bool(self.doc_id) and item.doc_id == self.doc_id
+
+
+PROFILE_DOCS = ("other", "any")
+
+
+def restrict_profile_docs(examples: list[Example], profile_docs: str) -> list[Example]:
+    """Examples whose profile holds only the user's *other* documents (``other``: the default; an example left with
+    no profile is dropped) or every item the loader found (``any``, same-document items included). Either way the
+    items of the example's own document are also kept apart in ``same_doc``, for the same-document signal."""
+    if profile_docs not in PROFILE_DOCS:
+        raise DataError(f"unknown --profile-docs {profile_docs!r}; choose {' or '.join(PROFILE_DOCS)}")
+    out = []
+    for e in examples:
+        own = [bool(e.doc_id) and d == e.doc_id for d in map(_DOC_ID, e.profile)]
+        if not any(own):
+            out.append(dataclasses.replace(e, same_doc=()) if e.same_doc else e)
+            continue
+        same = tuple(itertools.compress(e.profile, own))
+        kept = e.profile if profile_docs == "any" else tuple(itertools.compress(e.profile, [not o for o in own]))
+        if kept:
+            out.append(dataclasses.replace(e, profile=kept, same_doc=same))
+    return out
+
+
+_DOC_ID = operator.attrgetter("doc_id")
