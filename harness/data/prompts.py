@@ -168,8 +168,12 @@ def build_prompt(
     else:
         items = select_profile(example, k=k, retrieval=retrieval, seed=seed)
     texts = [item.text for item in items]
-    while len(texts) > 1 and not fits(texts, input_text):
-        texts.pop()  # lowest-ranked first
+    if len(texts) > 1 and not fits(texts, input_text):  # drop the lowest-ranked items: keep the most that fit (at
+        lo, hi = 1, len(texts) - 1  # least one), found by bisection: a profile of every item can hold ~2,000
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(texts[:mid], input_text) else (lo, mid - 1)
+        texts = texts[:lo]
     if texts and not fits(texts, input_text):
         ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
         cut = _largest_fitting_prefix(ids, tokenizer, lambda t: fits([t], input_text))
