@@ -182,3 +182,23 @@ def random_headset(shape: ModelShape, rng: "random.Random | int | str", *, like:
         raise ValueError("random_headset needs like= (layer-matched) or k= (uniform)")
     pool = [h for h in all_heads(shape) if h not in banned]
     return HeadSet(rng.sample(pool, k))
+
+
+@dataclass(frozen=True)
+class CopyHeads:
+    """Whether two head families' top-k are one set of heads: their overlap, shared heads, union, and the verdict."""
+
+    overlap: float  # shared heads / the smaller set's size
+    shared: HeadSet
+    union: HeadSet
+    merged: bool  # overlap >= the threshold: they count once, as their union
+
+
+def copy_heads(a: HeadSet, b: HeadSet, *, min_overlap: float = 0.5) -> CopyHeads:
+    """Retrieval and induction top-k counted once where they share at least ``min_overlap`` of their heads: then they
+    enter a family as one set, their union (two tests of nearly the same heads are one test counted twice)."""
+    if not len(a) or not len(b):
+        raise ValueError(f"copy_heads needs two non-empty head sets, got {len(a)} and {len(b)} heads")
+    shared = a & b
+    overlap = len(shared) / min(len(a), len(b))
+    return CopyHeads(overlap, shared, a | b, overlap >= min_overlap)

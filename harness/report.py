@@ -14,6 +14,9 @@ import pandas as pd
 from . import outcomes, plots, tables
 from .runs import Run, write_csv
 
+EXPLORATORY_CAPTION = ("exploratory: one split seed (the declared test, pooled over seeds and Holm-corrected across "
+                       "its family, is in summary.md)")
+
 
 def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_heads: Sequence[int], *, title: str,
                     n_boot: int, n_perm: int, seed: int) -> list[dict]:
@@ -27,7 +30,8 @@ def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_he
         comps = outcomes.compare_sets(frame, o, kmax, primary, families[1:], null_of=primary, n_boot=n_boot,
                                       n_perm=n_perm, seed=seed)
         tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(frame, comps)),
-                            outcomes.COMPARISON_COLUMNS, run.root, f"comparison_{o}", note=run.note)
+                            outcomes.COMPARISON_COLUMNS, run.root, f"comparison_{o}", note=run.note,
+                            caption=EXPLORATORY_CAPTION)
         nulls = {k: outcomes.null_means(frame, o, k, primary) for k in k_heads}
         rows = [r for r in sweep if r["outcome"] == o]
         curves = {f: tuple(np.array(v) for v in zip(*[(r["mean"], *r["ci"]) for r in rows if r["set"] == f]))
@@ -39,12 +43,13 @@ def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_he
         plots.null_histogram(nulls[kmax], {r["set"]: r["mean"] for r in rows if r["k"] == kmax},
                              run.path(f"null_{o}.png"), xlabel=label, title=f"random sets matched to {primary}@{kmax}")
     tables.write_tables([r for r in sweep if r["k"] == kmax], outcomes.SUMMARY_COLUMNS, run.root, "set_summary",
-                        note=run.note)
+                        note=run.note, caption=EXPLORATORY_CAPTION)
     write_csv(run.path("sweep.csv"), pd.DataFrame([{**r, "ci_low": r["ci"][0], "ci_high": r["ci"][1]}
                                                    for r in sweep]).drop(columns="ci"))
     if "specific_gain_lost" in measured and "generic_damage" in measured and (frame.family == "random_damage").any():
         rows, cloud = outcomes.damage_matched(frame, families, kmax)
-        tables.write_tables(rows, outcomes.DAMAGE_COLUMNS, run.root, "damage_matched", note=run.note)
+        tables.write_tables(rows, outcomes.DAMAGE_COLUMNS, run.root, "damage_matched", note=run.note,
+                            caption=EXPLORATORY_CAPTION)
         plots.damage_cloud(cloud.generic_damage.to_numpy(), cloud.specific_gain_lost.to_numpy(),
                            {f"{r['set']}@{kmax}": (r["damage"], r["mean"]) for r in rows},
                            run.path("damage_matched.png"), fit=(rows[0]["slope"], rows[0]["intercept"]),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm import tqdm
 
-from harness import outcomes, tables
+from harness import analysis, outcomes, tables
 from harness.config import ConfigError, StudyConfig, option
 from harness.data import assert_not_used_for_ranking
 from harness.experiment import finish, start
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> Run:
     ranking, ranking_dir = load_ranking(cfg)
     assert_not_used_for_ranking([e.example_id for e in setup.split.evaluation], ranking.discovery_ids)
     families, kmax = ranking.families, max(cfg.k_heads)
+    departs = analysis.load().conflicts(cfg.numbers_config(), families)
+    for what in departs:
+        log.warning("this run departs from the declared analysis (analysis.toml): %s; its tables are exploratory", what)
     sets = comparison_sets(ranking, setup.shape, families, cfg.k_heads, n_random=cfg.n_random,
                            n_random_other=min(cfg.n_random_other, cfg.n_random), n_unmatched=cfg.n_unmatched,
                            seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage)
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> Run:
                         "generation_rouge", note=run.note)
     return finish(run, setup, cfg, n_eval=int(frame.example_id.nunique()), n_users=int(frame.user_id.nunique()),
                   k_main=kmax, n_random=cfg.n_random, prior_mde=power, ranking_run=relative_path(str(ranking_dir.resolve())),
-                  ranking_config_hash=ranking.config_hash)
+                  ranking_config_hash=ranking.config_hash, analysis_departures=departs)
 
 
 if __name__ == "__main__":

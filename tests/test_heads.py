@@ -84,6 +84,20 @@ def test_random_headset_takes_a_seed_and_names_a_layer_too_small_for_the_match()
         random_headset(SHAPE, 0, like=HeadSet.parse(f"L3H0-{SHAPE.n_heads - 1}"), exclude=HeadSet.parse("L3H0"))
 
 
+def test_copy_heads_merge_into_their_union_at_half_overlap():
+    from harness.heads import copy_heads
+
+    retrieval, induction = HeadSet.parse("L1H0-4"), HeadSet.parse("L1H2-4,L2H0-1")  # 3 of 5 shared
+    merged = copy_heads(retrieval, induction, min_overlap=0.5)
+    assert merged.merged and merged.overlap == pytest.approx(0.6) and str(merged.shared) == "L1H2,L1H3,L1H4"
+    assert merged.union == retrieval | induction and len(merged.union) == 7
+    apart = copy_heads(retrieval, HeadSet.parse("L1H4,L3H0-3"), min_overlap=0.5)
+    assert not apart.merged and apart.overlap == pytest.approx(0.2)
+    assert copy_heads(HeadSet.parse("L0H0,L0H1"), HeadSet.parse("L0H1,L5H5"), min_overlap=0.5).merged  # exactly half
+    with pytest.raises(ValueError, match="non-empty"):
+        copy_heads(HeadSet(), retrieval)
+
+
 def test_top_heads_orders_by_score_then_position_and_skips_excluded():
     import torch
 

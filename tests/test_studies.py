@@ -237,6 +237,9 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
     assert man["n_sets_left_out"] > 0  # seed 0's random sets #3, #4 of each named set: measured on one seed only
     assert not pd.read_csv(run.root / "set_summary_by_seed.csv").query("seed == 'pooled'").empty
+    assert set(by_seed.analysis) == {"exploratory"}  # a tiny model is in no declared family
+    copies = pd.read_csv(run.root / "copy_heads.csv")
+    assert list(copies.seed) == [0, 1] and copies.overlap.between(0, 1).all()
     seed_data = man["seed_data_sha256"]  # each seed's own draw, and a hash of them all (not the hash of no data)
     abl0 = Path(man["seed_runs"]["0"][1]) / "manifest.json"
     assert seed_data["0"] == json.loads(abl0.read_text())["data_sha256"] and set(seed_data) == {"0", "1"}
