@@ -283,7 +283,7 @@ COMPARISON_COLUMNS = [("name", "head set"), ("baseline", "vs"), ("mean_a", "mean
                       ("mean_diff", "diff"), ("ci", "interval"), ("interval", "interval is"), ("d_z", "d_z"),
                       ("p_wilcoxon", "p (Wilcoxon)"),
                       ("p_permutation", "p (perm.)"), ("p_holm", "p_Holm"), ("mde", "MDE (80%, Holm)"),
-                      ("null_percentile", "null pct.")]
+                      ("null_percentile", "null pct."), ("p_null", "p (null)")]
 SUMMARY_COLUMNS = [("set", "head set"), ("outcome", "outcome"), ("mean", "mean effect"), ("ci", "interval"),
                    ("interval", "interval is"),
                    ("d_z", "d_z"), ("p_wilcoxon", "p (Wilcoxon, vs 0)"), ("mde", "MDE (80%, Holm)"),

@@ -310,7 +310,8 @@ def head_sets(x: Inputs) -> tuple[int, int, str]:
                                      for f in x.families}, cfg.k_heads, [], {})
     sets = comparison_sets(ranking, x.shape, ranking.families, cfg.k_heads, n_random=cfg.n_random,
                            n_random_other=min(cfg.n_random_other, cfg.n_random), n_unmatched=cfg.n_unmatched,
-                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage)
+                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage,
+                           exclude_named=cfg.null_excludes_named)
     distinct = {str(s.heads): s for s in sets}
     x.memo["head_sets"] = len(sets), len(distinct), source
     x.memo["set_firsts"] = [lowest_layer(s.heads) for s in distinct.values()]  # scoring() clamps to n_layers

@@ -259,7 +259,8 @@ def _ablation_block(run: Path) -> list[str]:
     lines += _table(["vs", "its effect", "difference", "interval", "p (Holm)", "MDE"], rows)
     if summary is not None:
         s = summary[summary.outcome == outcome]
-        lines += ["", "Each family's percentile in its own layer-matched random null (p): " + "; ".join(
+        lines += ["", "Each family's percentile in its own layer-matched random null (null p = (1 + #{null ≥ it}) / "
+                  "(1 + N), before any correction): " + "; ".join(
             f"{r['set']} {r.null_percentile:.1f} ({_p(r.p_null)})" for _, r in s.iterrows())]
     damage = run / "damage_matched.csv"
     if damage.exists() and outcome == "specific_gain_lost":

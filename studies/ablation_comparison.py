@@ -41,6 +41,9 @@ class AblationConfig(StudyConfig):
     n_random_other: int = option(10, "matched random sets at the other k (the null band)")
     matched_to: str = option("each", "draw matched random sets for each family's set, or the first's only",
                              choices=("each", "primary"))
+    null_excludes_named: bool = option(True, "a named set's own heads are never drawn into its layer-matched random "
+                                             "sets (a layer it fills takes its share from the nearest layers, "
+                                             "recorded in head_sets.json)")
     n_unmatched: int = option(20, "uniform random sets at the largest k")
     n_damage: int = option(200, "random sets of many sizes and depths: the damage-matched null (needs conditions "
                                 "own, other, none)")
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> Run:
         log.warning("this run departs from the declared analysis (analysis.toml): %s; its tables are exploratory", what)
     sets = comparison_sets(ranking, setup.shape, families, cfg.k_heads, n_random=cfg.n_random,
                            n_random_other=min(cfg.n_random_other, cfg.n_random), n_unmatched=cfg.n_unmatched,
-                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage)
+                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage,
+                           exclude_named=cfg.null_excludes_named)
     write_json(run.path("head_sets.json"), [{**dataclasses.asdict(s), "heads": str(s.heads)} for s in sets])
     frame = outcomes.add_outcomes(ablation_losses(setup, run, sets, cfg.conditions, positions=cfg.positions,
                                                   batch_size=cfg.batch_size), cfg.conditions)

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> Run:
         [{**r, "gain": r["planted_gain"]} for r in removed], figure, panel="family",
         outcome_of={f: SIGNAL.get(f, "specific_gain_lost") for f in runs}, ylabel="share of the planted gain removed",
         title=f"{cfg.model}, split seed {cfg.seed}: planted users, top-{ks} of each head family\n"
-              "(95% CI; filled: null pct. ≥ 95; grey: layer-matched random sets)")
+              "(95% CI; filled: null p ≤ .05 after Holm over the figure's sets; grey: layer-matched random sets)")
     if not drawn:
         figure.unlink(missing_ok=True)  # no family with a gain: an earlier render's figure must not outlive its data
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import outcomes, stats
+from harness import outcomes, stats, tables
 from harness.heads import HeadSet
 from harness.ranking import Ranking, estimator_agreement, jaccard, overlaps, topk_stability
 
@@ -87,6 +87,8 @@ def test_compare_sets_pairs_primary_with_each_baseline_and_the_random_mean():
     assert comps[0].mean_diff == pytest.approx(0.75, abs=1e-9) and comps[0].ci_low == ref.ci_low
     assert comps[1].mean_diff == pytest.approx(1.0 - 0.2, abs=0.03)
     assert comps[0].null_percentile == 100.0 and comps[0].n_users == 4
+    assert comps[0].p_null == pytest.approx(1 / 4)  # (1 + none of 3 random sets >= it) / (1 + 3)
+    assert "p (null)" in tables.render(outcomes.comparison_records(comps), outcomes.COMPARISON_COLUMNS, "md")
     assert [c.p_holm for c in comps] == pytest.approx(list(stats.holm([c.p_wilcoxon for c in comps])))
 
 
@@ -95,6 +97,8 @@ def test_set_summary_places_each_family_in_the_null_it_names():
     pcs, retrieval = rows
     assert pcs["mean"] == pytest.approx(1.0, abs=0.02) and pcs["null_percentile"] == 100.0
     assert retrieval["null_percentile"] == pytest.approx(200 / 3) and retrieval["null_matched_to"] == "pcs@2"
+    assert retrieval["p_null"] == pytest.approx((1 + 1) / (1 + 3))  # 0.25 is above two sets (0.1, 0.2), below one
+    assert pcs["p_null"] == pytest.approx(1 / 4)
     assert pcs["ci"][0] < 1.0 < pcs["ci"][1]
 
 

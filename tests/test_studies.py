@@ -12,6 +12,7 @@ import torch
 from harness import config as config_module
 from harness import ranking as ranking_module
 from harness import summary, tables
+from harness.heads import HeadSet
 from harness.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
 
@@ -71,6 +72,11 @@ def test_ablation_comparison_writes_tables_and_uses_only_evaluation_examples(fin
     matched = per[per.family == "random_matched"]
     assert len(matched) == 5 * (5 + 2) * per.example_id.nunique()  # each family's own null, at k = 2 and 1
     assert set(matched.matched_to) == {"specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"}
+    sets = {s["name"]: s for s in json.loads((abl.root / "head_sets.json").read_text())}
+    for s in sets.values():  # --null-excludes-named (the default): no matched set holds its named set's heads
+        if s["family"] == "random_matched":
+            own = HeadSet.parse(sets[f"{s['matched_to']}@{s['k']}"]["heads"])
+            assert not HeadSet.parse(s["heads"]) & own and len(HeadSet.parse(s["heads"])) == len(own)
     for outcome in ["nll_increase", "gain_lost", "generic_damage", "specific_gain_lost"]:
         table = pd.read_csv(abl.root / f"comparison_{outcome}.csv")
         assert table.p_holm.between(0, 1).all() and (table.p_holm >= table.p_wilcoxon - 1e-12).all()
