@@ -206,11 +206,16 @@ def matched_null_summary(frame: pd.DataFrame, outcome: str, k: int, families: Se
     return out
 
 
+MIN_NEAR_SETS = 20  # random sets of similar damage a residual needs to be placed among them (analysis.toml)
+
+
 def damage_matched(frame: pd.DataFrame, families: Sequence[str], k: int, *, outcome: str = "specific_gain_lost",
-                   damage: str = "generic_damage", window: float = 0.25) -> tuple[list[dict], pd.DataFrame]:
+                   damage: str = "generic_damage", window: float = 0.25,
+                   min_near: int = MIN_NEAR_SETS) -> tuple[list[dict], pd.DataFrame]:
     """Does a named set remove more of ``outcome`` than its ``damage`` predicts? Over the ``random_damage`` sets (mean
     per set over examples), fit ``outcome ~ a + b * damage`` by least squares; per named family at ``k``: its
-    residual, and its percentile among the random sets whose damage lies within ``±window`` of its own.
+    residual, how many random sets lie within ``±window`` of its damage, and its percentile and null p among them;
+    with fewer than ``min_near`` such sets it is "not placed" (NaN): a percentile of 2-7 sets says nothing.
 
     Returns the rows and the random sets' cloud (set, damage, outcome) for the plot."""
     means = frame.groupby(["set", "family"], sort=True)[[damage, outcome]].mean().reset_index()
@@ -223,11 +228,18 @@ def damage_matched(frame: pd.DataFrame, families: Sequence[str], k: int, *, outc
         named = means[means["set"] == f"{fam}@{k}"].iloc[0]
         d, y = float(named[damage]), float(named[outcome])
         near = cloud[(cloud[damage] - d).abs() <= window * abs(d)] if d else cloud.iloc[0:0]
-        pct = stats.null_position(y, near[outcome].to_numpy())[0] if len(near) else float("nan")
+        placed = len(near) >= min_near
+        pct, p = stats.null_position(y, near[outcome].to_numpy()) if placed else (float("nan"), float("nan"))
         rows.append({"set": fam, "k": k, "outcome": outcome, "mean": y, "damage": d, "predicted": a + b * d,
-                     "residual": y - (a + b * d), "percentile_near_damage": pct, "n_near_damage": int(len(near)),
+                     "residual": y - (a + b * d), "n_near_damage": int(len(near)), "percentile_near_damage": pct,
+                     "p_near_damage": p, "near_damage": near_damage_label(len(near), min_near),
                      "slope": float(b), "intercept": float(a), "n_random": int(len(cloud))})
     return rows, cloud
+
+
+def near_damage_label(n_near: int, min_near: int = MIN_NEAR_SETS) -> str:
+    """Whether a damage-matched residual is placed among its ``n_near`` random sets of similar damage, and why not."""
+    return "placed" if n_near >= min_near else f"not placed ({n_near} < {min_near} sets of similar damage)"
 
 
 def mdes_to_one(frame: pd.DataFrame, by: str, comps: Sequence[stats.Comparison], *,
@@ -290,7 +302,8 @@ SUMMARY_COLUMNS = [("set", "head set"), ("outcome", "outcome"), ("mean", "mean e
                    ("null_percentile", "null pct."), ("p_null", "p (null)"), ("null_matched_to", "null matched to")]
 DAMAGE_COLUMNS = [("set", "head set"), ("mean", "specific gain lost"), ("damage", "generic damage"),
                   ("predicted", "predicted from damage"), ("residual", "residual"),
-                  ("percentile_near_damage", "pct. among sets of ±25% damage"), ("n_near_damage", "such sets")]
+                  ("n_near_damage", "sets of ±25% damage"), ("percentile_near_damage", "pct. among them"),
+                  ("p_near_damage", "p (among them)"), ("near_damage", "residual placed")]
 
 
 def comparison_records(comps: Sequence[stats.Comparison], mdes: Sequence[float] | None = None) -> list[dict]:

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import outcomes, plots, tables
+from . import analysis, outcomes, plots, tables
 from .runs import Run, write_csv
 
 EXPLORATORY_CAPTION = ("exploratory: one split seed (the declared test, pooled over seeds and Holm-corrected across "
@@ -47,7 +47,7 @@ def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_he
     write_csv(run.path("sweep.csv"), pd.DataFrame([{**r, "ci_low": r["ci"][0], "ci_high": r["ci"][1]}
                                                    for r in sweep]).drop(columns="ci"))
     if "specific_gain_lost" in measured and "generic_damage" in measured and (frame.family == "random_damage").any():
-        rows, cloud = outcomes.damage_matched(frame, families, kmax)
+        rows, cloud = outcomes.damage_matched(frame, families, kmax, min_near=analysis.load().min_near_sets)
         tables.write_tables(rows, outcomes.DAMAGE_COLUMNS, run.root, "damage_matched", note=run.note,
                             caption=EXPLORATORY_CAPTION)
         plots.damage_cloud(cloud.generic_damage.to_numpy(), cloud.specific_gain_lost.to_numpy(),

@@ -264,11 +264,13 @@ def _ablation_block(run: Path) -> list[str]:
             f"{r['set']} {r.null_percentile:.1f} ({_p(r.p_null)})" for _, r in s.iterrows())]
     damage = run / "damage_matched.csv"
     if damage.exists() and outcome == "specific_gain_lost":
-        d = pd.read_csv(damage).iloc[0]
-        near = (f"; percentile {d.percentile_near_damage:.1f} among the {int(d.n_near_damage)} random sets of ±25% "
-                f"its damage" if d.n_near_damage > 0 else "; no random set within ±25% of its damage")
-        lines.append(f"Damage-matched (`damage_matched.csv`): `{d['set']}` residual {_num(d.residual)} beyond what its "
-                     f"generic damage predicts{near}.")
+        min_near = analysis.load().min_near_sets
+        for _, d in pd.read_csv(damage).iterrows():
+            n = int(d.n_near_damage)
+            where = (f"percentile {d.percentile_near_damage:.1f}, p {_p(d.get('p_near_damage', float('nan')))}"
+                     if n >= min_near else f"not placed: fewer than {min_near}")
+            lines.append(f"Damage-matched (`damage_matched.csv`): `{d['set']}` residual {_num(d.residual)} beyond what "
+                         f"its generic damage predicts; {n} random sets within ±25% of its damage ({where}).")
     return lines + [""]
 
 

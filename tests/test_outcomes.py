@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import outcomes, stats, tables
+from harness import analysis, outcomes, stats, tables
 from harness.heads import HeadSet
 from harness.ranking import Ranking, estimator_agreement, jaccard, overlaps, topk_stability
 
@@ -170,12 +170,28 @@ def test_damage_matched_residual_and_percentile_among_sets_of_similar_damage():
     for ex in ("e1", "e2"):  # a named set that removes 0.3 more than its damage (1.0) predicts
         rows.append({"example_id": ex, "user_id": ex, "set": "pcs@3", "family": "pcs", "k": 3,
                      "generic_damage": 1.0, "specific_gain_lost": 0.4})
-    out, cloud = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3)
+    out, cloud = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3, min_near=5)
     r = out[0]
     assert r["slope"] == pytest.approx(0.1) and r["predicted"] == pytest.approx(0.1) and r["residual"] == \
         pytest.approx(0.3)
     assert r["percentile_near_damage"] == 100.0 and r["n_near_damage"] == 5  # damages within 0.75..1.25
+    assert r["p_near_damage"] == pytest.approx(1 / 6) and r["near_damage"] == "placed"
     assert len(cloud) == 20
+
+
+def test_a_residual_with_fewer_than_twenty_near_sets_is_not_placed_and_its_count_is_printed():
+    rows = [{"example_id": "e", "user_id": "e", "set": f"random_damage#{i}", "family": "random_damage", "k": 1,
+             "generic_damage": d, "specific_gain_lost": 0.1 * d} for i, d in enumerate(np.linspace(0.1, 2.0, 40))]
+    rows.append({"example_id": "e", "user_id": "e", "set": "pcs@3", "family": "pcs", "k": 3, "generic_damage": 1.0,
+                 "specific_gain_lost": 0.4})
+    (r,), _ = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3)  # 10 of the 40 sets lie within ±25%
+    assert r["n_near_damage"] == 10 and np.isnan(r["percentile_near_damage"]) and np.isnan(r["p_near_damage"])
+    assert r["near_damage"] == "not placed (10 < 20 sets of similar damage)"
+    (wide,), _ = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3, window=0.5)  # 20 sets: placed
+    assert wide["n_near_damage"] == 20 and wide["percentile_near_damage"] == 100.0 and wide["near_damage"] == "placed"
+    md = tables.render([r], outcomes.DAMAGE_COLUMNS, "md")
+    assert "| 10 | — | — | not placed (10 < 20 sets of similar damage) |" in md
+    assert outcomes.MIN_NEAR_SETS == analysis.load().min_near_sets
 
 
 def test_matched_null_summary_is_the_random_sets_own_effect_per_family_that_has_one():
