@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .heads import HeadSet, all_heads, moved_heads, random_headset
+from .heads import HeadSet, all_heads, copy_heads, moved_heads, random_headset
 from .metrics import gold_marker_mask, marker_nll
 from .pcs import ablated_losses
 
@@ -31,15 +31,26 @@ class NamedSet:
     moved: str = ""  # a matched random set whose layer counts differ from its match's (``heads.moved_heads``)
 
 
+def copy_head_unions(ranking: Any, k: int, *, members: Sequence[str], min_overlap: float,
+                     name: str = "copy_heads") -> dict[str, tuple[str, ...]]:
+    """``{name: members}`` where the ranking holds both copy-head families and their top-``k`` share at least
+    ``min_overlap`` of their heads (``heads.copy_heads``): the set they are measured and tested as, once; else {}."""
+    if not set(members) <= set(ranking.families):
+        return {}
+    a, b = (ranking.top(m, k) for m in members)
+    return {name: tuple(members)} if copy_heads(a, b, min_overlap=min_overlap).merged else {}
+
+
 DAMAGE_SIZES = (1, 2, 3, 5, 8, 13, 21)  # head-set sizes of the damage-matched null (cycled)
 
 
 def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: Sequence[int], *, n_random: int,
                     n_random_other: int, n_unmatched: int, seed: int, matched_to: str = "each",
-                    n_damage: int = 0, exclude_named: bool = True) -> list[NamedSet]:
+                    n_damage: int = 0, exclude_named: bool = True,
+                    unions: Mapping[str, Sequence[str]] | None = None) -> list[NamedSet]:
     """Every set of the sweep, all drawn from one seeded sampler:
 
-    - each family's top-k;
+    - each family's top-k (a family named in ``unions``: the union of its member families' top-k);
     - random sets matched per layer to each family's set (``matched_to="each"``) or to the first family's only
       (``"primary"``): ``n_random`` at the largest k, ``n_random_other`` at the others; each names its match. With
       ``exclude_named`` a matched set never holds its named set's own heads (a null that partly measures the named
@@ -56,7 +67,8 @@ def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: 
     for k in k_heads:
         n_rand = n_random if k == kmax else n_random_other
         n_unm = n_unmatched if k == kmax else max(1, n_unmatched * n_random_other // max(n_random, 1))
-        named = {f: ranking.top(f, k) for f in families}
+        named = {f: HeadSet(h for m in unions[f] for h in ranking.top(m, k)) if f in (unions or {}) else
+                 ranking.top(f, k) for f in families}
         out += [NamedSet(f"{f}@{k}", f, k, named[f]) for f in families]
         for f in nulls_for:
             exclude = named[f] if exclude_named else None

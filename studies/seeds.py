@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> Run:
                  len(common), len(left_out), left_out[0])
     pooled = pd.concat([f[f.set.isin(common)] for f in frames], ignore_index=True)
     families, kmax = rankings[cfg.seeds[0]].families, max(cfg.k_heads)
+    families += [analysis.COPY_HEADS] if f"{analysis.COPY_HEADS}@{kmax}" in common else []  # every seed merged them
     measured = [o for o in outcomes.OUTCOMES if o in pooled.columns]
     stat = dict(n_boot=cfg.n_boot, seed=cfg.seed)
     decl = analysis.load()

@@ -41,3 +41,21 @@ def test_without_the_option_matched_sets_may_share_named_heads_and_keep_layer_co
     matched = [s for s in drawn if s.family == "random_matched"]
     assert all(s.heads.layer_counts() == named[f"{s.matched_to}@{s.k}"].layer_counts() for s in matched)
     assert any(s.heads & named[f"{s.matched_to}@{s.k}"] for s in matched)  # layer 5 is all named heads
+
+
+def test_copy_heads_that_mostly_overlap_are_measured_once_as_their_union_with_their_own_null():
+    from harness.measure import copy_head_unions
+
+    ranking = ranking_filling_layer_5()  # both families' top-10 hold layer 5: they share at least 4 heads
+    maps = {**ranking.maps, "induction": ranking.maps["retrieval"] + 0.001 * torch.arange(72.0).reshape(18, 4)}
+    ranking = Ranking.from_maps(maps, [3, 10], [], {})
+    unions = copy_head_unions(ranking, 10, members=("retrieval", "induction"), min_overlap=0.5)
+    assert unions == {"copy_heads": ("retrieval", "induction")}
+    drawn = comparison_sets(ranking, GEMMA_LIKE, ["specific_pcs", "copy_heads"], [3, 10], n_random=3,
+                            n_random_other=2, n_unmatched=1, seed=0, unions=unions)
+    copy = next(s for s in drawn if s.name == "copy_heads@10")
+    assert copy.heads == ranking.top("retrieval", 10) | ranking.top("induction", 10)
+    assert {s.matched_to for s in drawn if s.family == "random_matched"} == {"specific_pcs", "copy_heads"}
+    apart = Ranking.from_maps({**maps, "induction": -maps["retrieval"]}, [10], [], {})  # disjoint top-10
+    assert copy_head_unions(apart, 10, members=("retrieval", "induction"), min_overlap=0.5) == {}
+    assert copy_head_unions(apart, 10, members=("retrieval", "absent"), min_overlap=0.5) == {}

@@ -70,8 +70,10 @@ def test_ablation_comparison_writes_tables_and_uses_only_evaluation_examples(fin
     assert not set(per.example_id) & set(Ranking.load(pcs.root).discovery_ids)
     assert {"specific_pcs@2", "pcs@2", "retrieval@2", "induction@2", "contrast_pcs@2"} <= set(per["set"])
     matched = per[per.family == "random_matched"]
-    assert len(matched) == 5 * (5 + 2) * per.example_id.nunique()  # each family's own null, at k = 2 and 1
-    assert set(matched.matched_to) == {"specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"}
+    merged = json.loads((abl.root / "manifest.json").read_text())["copy_heads_merged"]  # retrieval ∪ induction
+    named = {"specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"} | ({"copy_heads"} if merged else set())
+    assert len(matched) == len(named) * (5 + 2) * per.example_id.nunique()  # each family's own null, at k = 2 and 1
+    assert set(matched.matched_to) == named
     sets = {s["name"]: s for s in json.loads((abl.root / "head_sets.json").read_text())}
     for s in sets.values():  # --null-excludes-named (the default): no matched set holds its named set's heads
         if s["family"] == "random_matched":
