@@ -62,6 +62,22 @@ def specific_gain_lost(d: pd.DataFrame) -> pd.Series:
     return (d.loss_own - d.clean_own) - (d.loss_other - d.clean_other)
 
 
+# the clean gain an outcome removes a share of: (condition it is measured against, the own-profile condition)
+SHARE_OF = {"specific_gain_lost": ("other", "own"), "gain_lost": ("none", "own")}
+
+
+def clean_gain(frame: pd.DataFrame, outcome: str) -> pd.Series | None:
+    """Per row, the clean (unablated) gain that ``outcome`` removes a share of: L_other − L_own for the user-specific
+    gain, L_none − L_own for the profile gain (``marker_<outcome>``: on the rule's tokens); None for an outcome that is
+    no share of a gain or whose clean losses the frame lacks."""
+    prefix = "marker_" if outcome.startswith("marker_") else ""
+    pair = SHARE_OF.get(outcome.removeprefix(prefix))
+    columns = [f"{prefix}clean_{c}" for c in pair] if pair else []
+    if not columns or not all(c in frame for c in columns):
+        return None
+    return frame[columns[0]] - frame[columns[1]]
+
+
 def measurable(conditions: Sequence[str]) -> list[str]:
     """The outcomes computable from the measured ``conditions``, in registry order."""
     return [name for name, o in OUTCOMES.items() if set(o.needs) <= set(conditions)]
@@ -137,9 +153,9 @@ def compare_sets(frame: pd.DataFrame, outcome: str, k: int, primary: str, baseli
     return stats.with_holm(comps)
 
 
-def comparison_mdes(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> list[float]:
-    """Each comparison's minimal detectable difference (80% power, alpha .05 after Holm over the table), from the
-    spread of its own per-user differences."""
+def comparison_diffs(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each ``compare_sets`` comparison's per-example differences and their users (the random null: the mean over the
+    random sets matched to the compared set's family, per example)."""
     out = []
     for c in comps:
         a = pivot(frame, c.outcome, [c.name])
@@ -150,8 +166,29 @@ def comparison_mdes(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> l
             b = rand.groupby("example_id")[c.outcome].mean().loc[a.index]
         else:
             b = pivot(frame, c.outcome, [c.baseline])[c.baseline].loc[a.index]
-        out.append(stats.mde_of_pairs(a[c.name].to_numpy() - b.to_numpy(), a.user_id.to_numpy(), n_tests=len(comps)))
+        out.append((a[c.name].to_numpy() - b.to_numpy(), a.user_id.to_numpy()))
     return out
+
+
+def comparison_mdes(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> list[float]:
+    """Each comparison's minimal detectable difference (80% power, alpha .05 after Holm over the table), from the
+    spread of its own per-user differences."""
+    return [stats.mde_of_pairs(d, u, n_tests=len(comps)) for d, u in comparison_diffs(frame, comps)]
+
+
+def comparison_equivalence(frame: pd.DataFrame, comps: Sequence[stats.Comparison], *, margin: float,
+                           alpha: float = 0.05) -> list[stats.Equivalence]:
+    """Each comparison's verdict: a difference (its Holm p), an equivalence within ±``margin`` (TOST on the per-user
+    mean differences), or "not resolved (MDE x)"; ``margin`` NaN: no equivalence can be shown."""
+    return [stats.tost(d, users=u, margin=margin, alpha=alpha, n_tests=len(comps), p_difference=c.p_holm)
+            for c, (d, u) in zip(comps, comparison_diffs(frame, comps))]
+
+
+def equivalence_margin(frame: pd.DataFrame, share: float) -> float:
+    """The declared TOST margin in nats: ``share`` of the clean user-specific gain (other − own) averaged over the
+    frame's examples; NaN where the ``other`` condition was not measured or the gain is not above 0."""
+    gain = clean_gain(frame.drop_duplicates("example_id"), "specific_gain_lost")
+    return float(share * gain.mean()) if gain is not None and gain.mean() > 0 else float("nan")
 
 
 def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[str], *, null_of: str | None = None,
@@ -291,11 +328,13 @@ def compare_to_one(frame: pd.DataFrame, by: str, names: Sequence[str], baseline:
     return stats.with_holm(comps)
 
 
-COMPARISON_COLUMNS = [("name", "head set"), ("baseline", "vs"), ("mean_a", "mean"), ("mean_b", "baseline mean"),
-                      ("mean_diff", "diff"), ("ci", "interval"), ("interval", "interval is"), ("d_z", "d_z"),
-                      ("p_wilcoxon", "p (Wilcoxon)"),
-                      ("p_permutation", "p (perm.)"), ("p_holm", "p_Holm"), ("mde", "MDE (80%, Holm)"),
-                      ("null_percentile", "null pct."), ("p_null", "p (null)")]
+PAIRED_COLUMNS = [("name", "head set"), ("baseline", "vs"), ("mean_a", "mean"), ("mean_b", "baseline mean"),
+                  ("mean_diff", "diff"), ("ci", "interval"), ("interval", "interval is"), ("d_z", "d_z"),
+                  ("p_wilcoxon", "p (Wilcoxon)"), ("p_permutation", "p (perm.)"), ("p_holm", "p_Holm"),
+                  ("mde", "MDE (80%, Holm)")]  # any paired comparison (DPS's too)
+COMPARISON_COLUMNS = PAIRED_COLUMNS + [("null_percentile", "null pct."), ("p_null", "p (null)"),
+                                       ("margin", "equivalence margin"), ("p_tost", "p (TOST)"),
+                                       ("verdict", "verdict")]  # a head set's: its null position, its TOST
 SUMMARY_COLUMNS = [("set", "head set"), ("outcome", "outcome"), ("mean", "mean effect"), ("ci", "interval"),
                    ("interval", "interval is"),
                    ("d_z", "d_z"), ("p_wilcoxon", "p (Wilcoxon, vs 0)"), ("mde", "MDE (80%, Holm)"),
@@ -306,8 +345,11 @@ DAMAGE_COLUMNS = [("set", "head set"), ("mean", "specific gain lost"), ("damage"
                   ("p_near_damage", "p (among them)"), ("near_damage", "residual placed")]
 
 
-def comparison_records(comps: Sequence[stats.Comparison], mdes: Sequence[float] | None = None) -> list[dict]:
-    """Table rows of comparisons (the CI as one pair; the MDE where given)."""
+def comparison_records(comps: Sequence[stats.Comparison], mdes: Sequence[float] | None = None,
+                       equivalence: Sequence[stats.Equivalence] | None = None) -> list[dict]:
+    """Table rows of comparisons (the CI as one pair; the MDE, the TOST margin, p and verdict where given)."""
     mdes = list(mdes) if mdes is not None else [float("nan")] * len(comps)
-    return [{**c.to_dict(), "ci": (c.ci_low, c.ci_high), "interval": c.seeds.get("interval", stats.CI_LABEL), "mde": m}
-            for c, m in zip(comps, mdes)]
+    eqs = list(equivalence) if equivalence is not None else [None] * len(comps)
+    return [{**c.to_dict(), "ci": (c.ci_low, c.ci_high), "interval": c.seeds.get("interval", stats.CI_LABEL), "mde": m,
+             "margin": e.margin if e else float("nan"), "p_tost": e.p_tost if e else float("nan"),
+             "verdict": e.verdict if e else None} for c, m, e in zip(comps, mdes, eqs)]

@@ -23,13 +23,17 @@ def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_he
     """Tables and figures of every measurable outcome; the first family is compared with each other family and with
     the random sets matched to it; each family is placed in its own matched null. Returns the sweep rows."""
     primary, kmax = families[0], max(k_heads)
+    decl = analysis.load()
+    margin = outcomes.equivalence_margin(frame, decl.margin_share)
     measured = [o for o in outcomes.OUTCOMES if o in frame.columns]
     sweep = [row for o in measured for k in k_heads
              for row in outcomes.set_summary(frame, o, k, families, n_boot=n_boot, seed=seed)]
     for o in measured:
         comps = outcomes.compare_sets(frame, o, kmax, primary, families[1:], null_of=primary, n_boot=n_boot,
                                       n_perm=n_perm, seed=seed)
-        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(frame, comps)),
+        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(frame, comps),
+                                                        outcomes.comparison_equivalence(frame, comps, margin=margin,
+                                                                                        alpha=decl.alpha)),
                             outcomes.COMPARISON_COLUMNS, run.root, f"comparison_{o}", note=run.note,
                             caption=EXPLORATORY_CAPTION)
         nulls = {k: outcomes.null_means(frame, o, k, primary) for k in k_heads}
@@ -47,7 +51,7 @@ def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_he
     write_csv(run.path("sweep.csv"), pd.DataFrame([{**r, "ci_low": r["ci"][0], "ci_high": r["ci"][1]}
                                                    for r in sweep]).drop(columns="ci"))
     if "specific_gain_lost" in measured and "generic_damage" in measured and (frame.family == "random_damage").any():
-        rows, cloud = outcomes.damage_matched(frame, families, kmax, min_near=analysis.load().min_near_sets)
+        rows, cloud = outcomes.damage_matched(frame, families, kmax, min_near=decl.min_near_sets)
         tables.write_tables(rows, outcomes.DAMAGE_COLUMNS, run.root, "damage_matched", note=run.note,
                             caption=EXPLORATORY_CAPTION)
         plots.damage_cloud(cloud.generic_damage.to_numpy(), cloud.specific_gain_lost.to_numpy(),

@@ -252,11 +252,11 @@ def _ablation_block(run: Path) -> list[str]:
     effect = _num(comp.mean_a.iloc[0]) + ("" if own.empty else f" ({_interval(own.ci.iloc[0], own.interval.iloc[0])}"
                                                                 f", MDE {_num(own.mde.iloc[0])})")
     rows = [[_set_name(r.baseline), _num(r.mean_b), _num(r.mean_diff), _interval(r.ci, r.interval), _p(r.p_holm),
-             _num(r.mde)] for _, r in comp.iterrows()]
+             _num(r.mde), _verdict(r)] for _, r in comp.iterrows()]
     lines = [f"**Head sets** (`{run.name}/`, exploratory: one split seed): {outcome.replace('_', ' ')} by ablating "
              f"`{primary}` {effect}; "
              f"vs each other set (`comparison_{outcome}.csv`):", ""]
-    lines += _table(["vs", "its effect", "difference", "interval", "p (Holm)", "MDE"], rows)
+    lines += _table(["vs", "its effect", "difference", "interval", "p (Holm)", "MDE", "verdict"], rows)
     if summary is not None:
         s = summary[summary.outcome == outcome]
         lines += ["", "Each family's percentile in its own layer-matched random null (null p = (1 + #{null ≥ it}) / "
@@ -272,6 +272,15 @@ def _ablation_block(run: Path) -> list[str]:
             lines.append(f"Damage-matched (`damage_matched.csv`): `{d['set']}` residual {_num(d.residual)} beyond what "
                          f"its generic damage predicts; {n} random sets within ±25% of its damage ({where}).")
     return lines + [""]
+
+
+def _verdict(row: pd.Series) -> str:
+    """A comparison's verdict (difference, equivalence or "not resolved (MDE x)"); for a table written before the
+    TOST, a difference where its Holm p passes alpha and otherwise not resolved (no equivalence was tested)."""
+    verdict = row.get("verdict")
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    return "difference" if row.p_holm <= analysis.load().alpha else f"not resolved (MDE {row.mde:.3g})"
 
 
 def _set_name(name: str) -> str:
@@ -299,9 +308,9 @@ def _seeds_block(run: Path) -> list[str]:
         return []
     comp = pd.read_csv(run / f"comparison_pooled_{outcome}.csv")
     rows = [[_set_name(r.baseline), _num(r.mean_diff),
-             _interval(r.ci, r.interval), _p(r.p_holm)] for _, r in comp.iterrows()]
+             _interval(r.ci, r.interval), _p(r.p_holm), _verdict(r)] for _, r in comp.iterrows()]
     lines = [f"**Pooled over seeds** (`{run.name}/comparison_pooled_{outcome}.csv`), `{comp.name.iloc[0]}` vs:", ""]
-    lines += _table(["set", "difference", "interval", "p (Holm)"], rows)
+    lines += _table(["set", "difference", "interval", "p (Holm)", "verdict"], rows)
     overlap = run / "overlap_across_seeds.csv"
     if overlap.exists():
         o = pd.read_csv(overlap)

@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> Run:
     for o in measured:
         comps = outcomes.compare_sets(pooled, o, kmax, families[0], families[1:], null_of=families[0],
                                       n_perm=cfg.n_perm, **stat)
-        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(pooled, comps)),
+        eqs = outcomes.comparison_equivalence(pooled, comps, alpha=decl.alpha,
+                                              margin=outcomes.equivalence_margin(pooled, decl.margin_share))
+        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(pooled, comps), eqs),
                             outcomes.COMPARISON_COLUMNS, run.root, f"comparison_pooled_{o}",
                             caption="exploratory: differences from other head sets and from the random sets' mean "
                                     "(the declared test is the null position, summary.md)")

@@ -1,5 +1,7 @@
 """Outcomes, pivots, comparisons and top-k stability on hand-built loss tables."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -200,3 +202,34 @@ def test_matched_null_summary_is_the_random_sets_own_effect_per_family_that_has_
     (r,) = rows
     assert r["mean"] == pytest.approx(0.2) and r["n_random_sets"] == 3 and r["null_matched_to"] == "pcs@2"
     assert r["interval"] == stats.RANGE_LABEL and r["ci"] == pytest.approx((0.2, 0.2))  # 4 users: the range
+
+
+def _specific_table():
+    """12 users x 2 examples; clean specific gain 0.4 (other 2.4 vs own 2.0); pcs removes half of it (0.2), retrieval
+    a noisy 0.08 - 0.16, and two matched random sets none."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(12):
+        for j in range(2):
+            ex = f"e{u:02d}{j}"
+            for name, fam, lost in (("pcs@2", "pcs", 0.2), ("retrieval@2", "retrieval", rng.uniform(0.08, 0.16)),
+                                    ("random_matched#0@2", "random_matched", 0.0),
+                                    ("random_matched#1@2", "random_matched", 0.0)):
+                rows.append(row(ex, f"u{u}", name, fam, 2, own=2.1 + lost, none=2.6, other=2.5, clean_other=2.4,
+                                matched_to="pcs" if fam == "random_matched" else ""))
+    return outcomes.add_outcomes(pd.DataFrame(rows), ["own", "other", "none"])
+
+
+def test_comparison_tables_say_not_resolved_where_neither_difference_nor_equivalence_is_shown():
+    frame = _specific_table()
+    comps = outcomes.compare_sets(frame, "specific_gain_lost", 2, "pcs", ["retrieval"], null_of="pcs", n_boot=200,
+                                  n_perm=200, seed=0)
+    margin = outcomes.equivalence_margin(frame, 0.25)
+    assert margin == pytest.approx(0.1)  # a quarter of the clean specific gain, 0.4
+    eqs = outcomes.comparison_equivalence(frame, comps, margin=margin)
+    # 0.2 vs ~0.12: shown apart and shown within ±0.1 (a small difference); vs 0 (the random sets): shown apart
+    assert [e.verdict for e in eqs] == ["difference, within ±0.1", "difference"]
+    unresolved = outcomes.comparison_equivalence(frame, [dataclasses.replace(comps[0], p_holm=0.5)],
+                                                 margin=float("nan"))
+    md = tables.render(outcomes.comparison_records(comps[:1], [0.05], unresolved), outcomes.COMPARISON_COLUMNS, "md")
+    assert f"not resolved (MDE {unresolved[0].mde:.3g})" in md

@@ -265,3 +265,26 @@ def test_ignoring_strong_user_clustering_over_rejects_while_clustered_stats_do_n
     assert rates["example_wilcoxon"] > ALPHA + 2 * TOL, rates
     for key in ("wilcoxon", "permutation", "cluster_ci"):
         assert abs(rates[key] - ALPHA) <= TOL, (key, rates)
+
+
+def test_tost_shows_equivalence_difference_or_neither_on_hand_made_user_means():
+    from harness.stats import tost
+
+    users = np.repeat(np.arange(10), 2)  # 10 users, two examples each; per-user means below
+    near_zero = np.repeat([0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.015, -0.015, 0.0], 2)
+    eq = tost(near_zero, users=users, margin=0.05)
+    m, se = 0.0, np.std(near_zero[::2], ddof=1) / np.sqrt(10)
+    assert eq.mean_diff == pytest.approx(m) and eq.n_users == 10
+    assert eq.p_tost == pytest.approx(stats.t.sf((m + 0.05) / se, 9))  # both one-sided tests alike at mean 0
+    assert eq.verdict == "equivalent within ±0.05" and eq.p_difference == pytest.approx(1.0)
+    shifted = near_zero + 0.2
+    assert tost(shifted, users=users, margin=0.05).verdict == "difference"
+    noisy = np.repeat([0.3, -0.25, 0.2, -0.3, 0.1, 0.05, -0.1, 0.25, -0.2, 0.12], 2)
+    unresolved = tost(noisy, users=users, margin=0.05)
+    assert unresolved.p_difference > 0.05 and unresolved.p_tost > 0.05
+    assert unresolved.mde > abs(unresolved.mean_diff)
+    assert unresolved.verdict == f"not resolved (MDE {unresolved.mde:.3g})"
+    no_margin = tost(near_zero, users=users, margin=float("nan"))  # no declared margin: never "equivalent"
+    assert np.isnan(no_margin.p_tost) and no_margin.verdict.startswith("not resolved")
+    assert tost(near_zero, users=users, margin=0.05, p_difference=0.01).verdict == "difference, within ±0.05"
+
