@@ -194,8 +194,9 @@ def equivalence_margin(frame: pd.DataFrame, share: float) -> float:
 def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[str], *, null_of: str | None = None,
                 n_boot: int, seed: int) -> list[dict]:
     """Per named family at ``k``: mean effect, user-clustered CI, d_z, Wilcoxon p vs 0, the minimal detectable
-    effect vs 0 (80% power, Holm over the families), and the position of its mean in the null of random sets matched
-    to ``null_of`` (default: to the family's own set, where the study drew one; recorded in the row)."""
+    effect vs 0 (80% power, Holm over the families), the share of the clean gain it removes (``share_of_gain``), and
+    the position of its mean in the null of random sets matched to ``null_of`` (default: to the family's own set,
+    where the study drew one; recorded in the row)."""
     wide = pivot(frame, outcome, [f"{f}@{k}" for f in families])
     users = wide.user_id.to_numpy()
     out = []
@@ -206,9 +207,28 @@ def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[st
         pct, p_null = stats.null_position(float(v.mean()), null) if null.size else (float("nan"), float("nan"))
         effect = _effect(v, users, n_tests=len(families), n_boot=n_boot, seed=seed)
         interval = effect.pop("interval")  # the label goes last, as the tables list it
-        out.append({"set": fam, "k": k, "outcome": outcome, **effect, "null_percentile": pct, "p_null": p_null,
-                    "null_matched_to": f"{of}@{k}", "interval": interval})
+        out.append({"set": fam, "k": k, "outcome": outcome, **effect,
+                    **share_of_gain(frame, outcome, wide.index, v, users, n_boot=n_boot, seed=seed),
+                    "null_percentile": pct, "p_null": p_null, "null_matched_to": f"{of}@{k}", "interval": interval})
     return out
+
+
+def share_of_gain(frame: pd.DataFrame, outcome: str, example_ids: Sequence[str], v: np.ndarray, users: np.ndarray,
+                  *, n_boot: int, seed: int) -> dict:
+    """``share``: mean(v) / mean(clean gain) over ``example_ids`` (v: a set's ``outcome`` on them), the share of the
+    gain the set removes, and ``share_ci``, its ratio CI from the same user-clustered bootstrap (users resampled, ratio
+    of the means); NaN for an outcome that is no share of a gain, a gain not above 0, or fewer than
+    ``stats.MIN_USERS_FOR_CI`` users."""
+    nan = float("nan")
+    gains = clean_gain(frame, outcome)
+    if gains is None:
+        return {"share": nan, "share_ci": (nan, nan)}
+    g = gains.groupby(frame.example_id).first().loc[list(example_ids)].to_numpy()
+    if not g.mean() > 0:
+        return {"share": nan, "share_ci": (nan, nan)}
+    few = pd.Series(users).nunique() < stats.MIN_USERS_FOR_CI
+    ci = (nan, nan) if few else stats.bootstrap_ratio_ci(v, g, clusters=users, n_boot=n_boot, seed=seed)
+    return {"share": float(v.mean() / g.mean()), "share_ci": ci}
 
 
 def _effect(v: np.ndarray, users: np.ndarray, *, n_tests: int, n_boot: int, seed: int) -> dict:
@@ -234,10 +254,12 @@ def matched_null_summary(frame: pd.DataFrame, outcome: str, k: int, families: Se
         if rand.empty:
             continue
         per_example = rand.groupby(["example_id", "user_id"], sort=True)[outcome].mean().reset_index()
-        effect = _effect(per_example[outcome].to_numpy(), per_example.user_id.to_numpy(), n_tests=len(families),
-                         n_boot=n_boot, seed=seed)
+        v, users = per_example[outcome].to_numpy(), per_example.user_id.to_numpy()
+        effect = _effect(v, users, n_tests=len(families), n_boot=n_boot, seed=seed)
         interval = effect.pop("interval")
-        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, **effect, "null_percentile": float("nan"),
+        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, **effect,
+                    **share_of_gain(frame, outcome, per_example.example_id, v, users, n_boot=n_boot, seed=seed),
+                    "null_percentile": float("nan"),
                     "p_null": float("nan"), "null_matched_to": f"{fam}@{k}",
                     "n_random_sets": int(rand["set"].nunique()), "interval": interval})
     return out
@@ -338,6 +360,7 @@ COMPARISON_COLUMNS = PAIRED_COLUMNS + [("null_percentile", "null pct."), ("p_nul
 SUMMARY_COLUMNS = [("set", "head set"), ("outcome", "outcome"), ("mean", "mean effect"), ("ci", "interval"),
                    ("interval", "interval is"),
                    ("d_z", "d_z"), ("p_wilcoxon", "p (Wilcoxon, vs 0)"), ("mde", "MDE (80%, Holm)"),
+                   ("share", "share of the gain"), ("share_ci", "share interval"),
                    ("null_percentile", "null pct."), ("p_null", "p (null)"), ("null_matched_to", "null matched to")]
 DAMAGE_COLUMNS = [("set", "head set"), ("mean", "specific gain lost"), ("damage", "generic damage"),
                   ("predicted", "predicted from damage"), ("residual", "residual"),

@@ -168,6 +168,31 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def bootstrap_ratio_ci(num: Any, den: Any, *, clusters: Any | None = None, n_boot: int = 10000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of mean(num) / mean(den) (e.g. the share of a gain a head set removes), resampling whole clusters
+    (users) with the same draws as ``bootstrap_ci`` and the same expanded tail for few clusters; a resample whose
+    mean(den) is not above 0 has no share and counts as NaN (the interval is then NaN where over half of it does)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x, y = _as_diff(num, "num"), _as_diff(den, "den")
+    if x.size != y.size:
+        raise ValueError(f"num has {x.size} values but den has {y.size}")
+    sx, counts = _cluster_sums(x, clusters)
+    sy, _ = _cluster_sums(y, clusters)
+    g = sx.size
+    if g < 2:
+        raise ValueError(f"bootstrap needs at least 2 clusters, got {g}")
+    ratios = np.concatenate([np.where((d := sy[idx].sum(axis=1)) > 0, sx[idx].sum(axis=1) / np.where(d > 0, d, 1),
+                                      np.nan) for idx in _cluster_draws(g, n_boot, seed)])
+    if np.isnan(ratios).mean() > 0.5:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    alpha = float(stats.norm.cdf(-math.sqrt(g / (g - 1)) * stats.t.ppf(1 - alpha, g - 1)))
+    lo, hi = np.nanquantile(ratios, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def cohens_dz(diff: Any) -> float:
     """Paired effect size mean(diff) / sd(diff, ddof=1); sd 0 gives nan (mean 0) or +-inf (mean != 0)."""
     x = _as_diff(diff)

@@ -220,6 +220,19 @@ def _specific_table():
     return outcomes.add_outcomes(pd.DataFrame(rows), ["own", "other", "none"])
 
 
+def test_every_head_set_row_gives_its_share_of_the_gain_with_a_user_clustered_ratio_interval():
+    frame = _specific_table()
+    pcs, retrieval = outcomes.set_summary(frame, "specific_gain_lost", 2, ["pcs", "retrieval"], n_boot=500, seed=0)
+    assert pcs["share"] == pytest.approx(0.5) and pcs["share_ci"] == pytest.approx((0.5, 0.5))  # 0.2 of 0.4
+    lo, hi = retrieval["share_ci"]
+    assert lo < retrieval["share"] < hi and retrieval["share"] == pytest.approx(retrieval["mean"] / 0.4)
+    (null,) = outcomes.matched_null_summary(frame, "specific_gain_lost", 2, ["pcs"], n_boot=500, seed=0)
+    assert null["share"] == pytest.approx(0.0) and null["share_ci"] == pytest.approx((0.0, 0.0))
+    (damage,) = outcomes.set_summary(frame, "generic_damage", 2, ["pcs"], n_boot=500, seed=0)
+    assert np.isnan(damage["share"])  # generic damage is no share of a gain
+    assert "share interval" in tables.render([pcs], outcomes.SUMMARY_COLUMNS, "md")
+
+
 def test_comparison_tables_say_not_resolved_where_neither_difference_nor_equivalence_is_shown():
     frame = _specific_table()
     comps = outcomes.compare_sets(frame, "specific_gain_lost", 2, "pcs", ["retrieval"], null_of="pcs", n_boot=200,

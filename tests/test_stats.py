@@ -288,3 +288,20 @@ def test_tost_shows_equivalence_difference_or_neither_on_hand_made_user_means():
     assert np.isnan(no_margin.p_tost) and no_margin.verdict.startswith("not resolved")
     assert tost(near_zero, users=users, margin=0.05, p_difference=0.01).verdict == "difference, within ±0.05"
 
+
+def test_ratio_ci_resamples_users_and_takes_the_ratio_of_means():
+    from harness.stats import bootstrap_ratio_ci
+
+    rng = np.random.default_rng(3)
+    users = np.repeat(np.arange(25), 2)
+    gain = rng.normal(0.4, 0.1, 50)
+    removed = 0.5 * gain  # every user loses exactly half: the ratio is 0.5 in every resample
+    assert bootstrap_ratio_ci(removed, gain, clusters=users, n_boot=500) == pytest.approx((0.5, 0.5))
+    removed = 0.5 * gain + rng.normal(0, 0.05, 50)
+    lo, hi = bootstrap_ratio_ci(removed, gain, clusters=users, n_boot=2000, seed=1)
+    assert lo < removed.mean() / gain.mean() < hi
+    # the same draws as bootstrap_means: with a constant denominator the ratio interval is the mean's, scaled
+    assert bootstrap_ratio_ci(removed, np.full(50, 2.0), clusters=users, n_boot=2000, seed=1) == pytest.approx(
+        tuple(np.array(bootstrap_ci(removed, clusters=users, n_boot=2000, seed=1)) / 2))
+    with pytest.raises(ValueError, match="den has 3"):
+        bootstrap_ratio_ci(removed, [1, 2, 3], clusters=users)
