@@ -223,9 +223,8 @@ def parse(values: Mapping[str, Any], where: str = "analysis") -> Analysis:
     if len(holding) != 1:
         raise AnalysisError(f"{where}: the primary comparison must lie in exactly one family, found in "
                             f"{holding or 'none'}")
-    for key in ("null_excludes_named",):
-        if not isinstance(top[key], bool):
-            raise AnalysisError(f"{where} {key} must be true or false, got {top[key]!r}")
+    if not isinstance(top["null_excludes_named"], bool):
+        raise AnalysisError(f"{where} null_excludes_named must be true or false, got {top['null_excludes_named']!r}")
     return Analysis(alpha=_fraction(f"{where} alpha", top["alpha"], closed=False),
                     min_null_sets=_int(f"{where} min_null_sets", top["min_null_sets"]),
                     min_near_sets=_int(f"{where} min_near_sets", top["min_near_sets"]),
