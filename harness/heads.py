@@ -161,24 +161,69 @@ def top_heads(scores: "torch.Tensor", k: int, *, exclude: HeadSet | None = None)
 
 
 def random_headset(shape: ModelShape, rng: "random.Random | int | str", *, like: HeadSet | None = None,
-                   k: int | None = None, exclude: HeadSet | None = None) -> HeadSet:
+                   k: int | None = None, exclude: HeadSet | None = None, borrow: bool = False) -> HeadSet:
     """A random head set: matched to ``like``'s per-layer counts, or ``k`` heads drawn uniformly from the model.
 
     The one sampler of every random control (the ablation study's nulls and the DPS random heads). ``rng`` is a
     ``random.Random`` or a seed; ``exclude`` heads are never drawn (e.g. the named set itself, a disjoint control).
+    A layer with fewer drawable heads than ``like`` has there is an error; with ``borrow`` its shortfall is drawn from
+    the nearest layers that still have free heads (the lower first at equal distance), after every layer's own draw
+    (:func:`moved_heads` says where). Without a shortfall the draw is the same with or without ``borrow``.
     """
     if not isinstance(rng, random.Random):
         rng = random.Random(rng)
     banned = set(exclude.heads) if exclude is not None else set()
     if like is not None:
         chosen: list[Head] = []
+        short: dict[int, int] = {}
         for layer, count in like.layer_counts().items():
             pool = [Head(layer, h) for h in range(shape.n_heads) if Head(layer, h) not in banned]
+            if count > len(pool) and not borrow:
+                raise ValueError(f"layer {layer} has {len(pool)} drawable heads, {count} needed (borrow=True takes "
+                                 f"the rest from the nearest layers)")
+            chosen.extend(rng.sample(pool, min(count, len(pool))))
             if count > len(pool):
-                raise ValueError(f"layer {layer} has {len(pool)} drawable heads, {count} needed")
-            chosen.extend(rng.sample(pool, count))
+                short[layer] = count - len(pool)
+        for layer, need in short.items():
+            taken = set(chosen) | banned
+            for near in sorted(range(shape.n_layers), key=lambda other: (abs(other - layer), other)):
+                free = [Head(near, h) for h in range(shape.n_heads) if Head(near, h) not in taken]
+                got = rng.sample(free, min(need, len(free)))
+                chosen.extend(got)
+                need -= len(got)
+                if not need:
+                    break
+            if need:
+                raise ValueError(f"the model has too few drawable heads for {like} ({need} short)")
         return HeadSet(chosen)
     if k is None:
         raise ValueError("random_headset needs like= (layer-matched) or k= (uniform)")
     pool = [h for h in all_heads(shape) if h not in banned]
     return HeadSet(rng.sample(pool, k))
+
+
+def moved_heads(like: HeadSet, drawn: HeadSet) -> str:
+    """Where a layer-matched draw departs from ``like``'s layer counts, e.g. ``L5-2,L4+1,L6+1`` ("" where it does not):
+    the record of a borrowed shortfall."""
+    want, got = like.layer_counts(), drawn.layer_counts()
+    delta = {layer: got.get(layer, 0) - want.get(layer, 0) for layer in sorted(set(want) | set(got))}
+    return ",".join(f"L{layer}{d:+d}" for layer, d in sorted(delta.items(), key=lambda x: (x[1] > 0, x[0])) if d)
+
+@dataclass(frozen=True)
+class CopyHeads:
+    """Whether two head families' top-k are one set of heads: their overlap, shared heads, union, and the verdict."""
+
+    overlap: float  # shared heads / the smaller set's size
+    shared: HeadSet
+    union: HeadSet
+    merged: bool  # overlap >= the threshold: they count once, as their union
+
+
+def copy_heads(a: HeadSet, b: HeadSet, *, min_overlap: float = 0.5) -> CopyHeads:
+    """Retrieval and induction top-k counted once where they share at least ``min_overlap`` of their heads: then they
+    enter a family as one set, their union (two tests of nearly the same heads are one test counted twice)."""
+    if not len(a) or not len(b):
+        raise ValueError(f"copy_heads needs two non-empty head sets, got {len(a)} and {len(b)} heads")
+    shared = a & b
+    overlap = len(shared) / min(len(a), len(b))
+    return CopyHeads(overlap, shared, a | b, overlap >= min_overlap)

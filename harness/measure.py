@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .heads import HeadSet, all_heads, random_headset
+from .heads import HeadSet, all_heads, copy_heads, moved_heads, random_headset
 from .metrics import gold_marker_mask, marker_nll
 from .pcs import ablated_losses
 
@@ -28,6 +28,17 @@ class NamedSet:
     k: int
     heads: HeadSet
     matched_to: str = ""
+    moved: str = ""  # a matched random set whose layer counts differ from its match's (``heads.moved_heads``)
+
+
+def copy_head_unions(ranking: Any, k: int, *, members: Sequence[str], min_overlap: float,
+                     name: str = "copy_heads") -> dict[str, tuple[str, ...]]:
+    """``{name: members}`` where the ranking holds both copy-head families and their top-``k`` share at least
+    ``min_overlap`` of their heads (``heads.copy_heads``): the set they are measured and tested as, once; else {}."""
+    if not set(members) <= set(ranking.families):
+        return {}
+    a, b = (ranking.top(m, k) for m in members)
+    return {name: tuple(members)} if copy_heads(a, b, min_overlap=min_overlap).merged else {}
 
 
 DAMAGE_SIZES = (1, 2, 3, 5, 8, 13, 21)  # head-set sizes of the damage-matched null (cycled)
@@ -35,12 +46,16 @@ DAMAGE_SIZES = (1, 2, 3, 5, 8, 13, 21)  # head-set sizes of the damage-matched n
 
 def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: Sequence[int], *, n_random: int,
                     n_random_other: int, n_unmatched: int, seed: int, matched_to: str = "each",
-                    n_damage: int = 0) -> list[NamedSet]:
+                    n_damage: int = 0, exclude_named: bool = True,
+                    unions: Mapping[str, Sequence[str]] | None = None) -> list[NamedSet]:
     """Every set of the sweep, all drawn from one seeded sampler:
 
-    - each family's top-k;
+    - each family's top-k (a family named in ``unions``: the union of its member families' top-k);
     - random sets matched per layer to each family's set (``matched_to="each"``) or to the first family's only
-      (``"primary"``): ``n_random`` at the largest k, ``n_random_other`` at the others; each names its match;
+      (``"primary"``): ``n_random`` at the largest k, ``n_random_other`` at the others; each names its match. With
+      ``exclude_named`` a matched set never holds its named set's own heads (a null that partly measures the named
+      heads cannot reject); a layer the named set fills takes its share from the nearest layers with free heads, and
+      the set records the move (``moved``);
     - uniform random sets of size k;
     - ``n_damage`` random sets of many sizes and layers (``random_damage``, k = their size): the cloud that relates
       the specific gain a set removes to the generic damage it does (``outcomes.damage_matched``).
@@ -52,10 +67,15 @@ def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: 
     for k in k_heads:
         n_rand = n_random if k == kmax else n_random_other
         n_unm = n_unmatched if k == kmax else max(1, n_unmatched * n_random_other // max(n_random, 1))
-        named = {f: ranking.top(f, k) for f in families}
+        named = {f: HeadSet(h for m in unions[f] for h in ranking.top(m, k)) if f in (unions or {}) else
+                 ranking.top(f, k) for f in families}
         out += [NamedSet(f"{f}@{k}", f, k, named[f]) for f in families]
-        out += [NamedSet(f"random_matched:{f}#{i}@{k}", "random_matched", k, random_headset(shape, rng, like=named[f]),
-                         f) for f in nulls_for for i in range(n_rand)]
+        for f in nulls_for:
+            exclude = named[f] if exclude_named else None
+            for i in range(n_rand):
+                drawn = random_headset(shape, rng, like=named[f], exclude=exclude, borrow=exclude_named)
+                out.append(NamedSet(f"random_matched:{f}#{i}@{k}", "random_matched", k, drawn, f,
+                                    moved_heads(named[f], drawn)))
         out += [NamedSet(f"random_uniform#{i}@{k}", "random_uniform", k, random_headset(shape, rng, k=k))
                 for i in range(n_unm)]
     total = shape.n_layers * shape.n_heads

@@ -62,6 +62,22 @@ def specific_gain_lost(d: pd.DataFrame) -> pd.Series:
     return (d.loss_own - d.clean_own) - (d.loss_other - d.clean_other)
 
 
+# the clean gain an outcome removes a share of: (condition it is measured against, the own-profile condition)
+SHARE_OF = {"specific_gain_lost": ("other", "own"), "gain_lost": ("none", "own")}
+
+
+def clean_gain(frame: pd.DataFrame, outcome: str) -> pd.Series | None:
+    """Per row, the clean (unablated) gain that ``outcome`` removes a share of: L_other − L_own for the user-specific
+    gain, L_none − L_own for the profile gain (``marker_<outcome>``: on the rule's tokens); None for an outcome that is
+    no share of a gain or whose clean losses the frame lacks."""
+    prefix = "marker_" if outcome.startswith("marker_") else ""
+    pair = SHARE_OF.get(outcome.removeprefix(prefix))
+    columns = [f"{prefix}clean_{c}" for c in pair] if pair else []
+    if not columns or not all(c in frame for c in columns):
+        return None
+    return frame[columns[0]] - frame[columns[1]]
+
+
 def measurable(conditions: Sequence[str]) -> list[str]:
     """The outcomes computable from the measured ``conditions``, in registry order."""
     return [name for name, o in OUTCOMES.items() if set(o.needs) <= set(conditions)]
@@ -137,9 +153,9 @@ def compare_sets(frame: pd.DataFrame, outcome: str, k: int, primary: str, baseli
     return stats.with_holm(comps)
 
 
-def comparison_mdes(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> list[float]:
-    """Each comparison's minimal detectable difference (80% power, alpha .05 after Holm over the table), from the
-    spread of its own per-user differences."""
+def comparison_diffs(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each ``compare_sets`` comparison's per-example differences and their users (the random null: the mean over the
+    random sets matched to the compared set's family, per example)."""
     out = []
     for c in comps:
         a = pivot(frame, c.outcome, [c.name])
@@ -150,15 +166,37 @@ def comparison_mdes(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> l
             b = rand.groupby("example_id")[c.outcome].mean().loc[a.index]
         else:
             b = pivot(frame, c.outcome, [c.baseline])[c.baseline].loc[a.index]
-        out.append(stats.mde_of_pairs(a[c.name].to_numpy() - b.to_numpy(), a.user_id.to_numpy(), n_tests=len(comps)))
+        out.append((a[c.name].to_numpy() - b.to_numpy(), a.user_id.to_numpy()))
     return out
+
+
+def comparison_mdes(frame: pd.DataFrame, comps: Sequence[stats.Comparison]) -> list[float]:
+    """Each comparison's minimal detectable difference (80% power, alpha .05 after Holm over the table), from the
+    spread of its own per-user differences."""
+    return [stats.mde_of_pairs(d, u, n_tests=len(comps)) for d, u in comparison_diffs(frame, comps)]
+
+
+def comparison_equivalence(frame: pd.DataFrame, comps: Sequence[stats.Comparison], *, margin: float,
+                           alpha: float = 0.05) -> list[stats.Equivalence]:
+    """Each comparison's verdict: a difference (its Holm p), an equivalence within ±``margin`` (TOST on the per-user
+    mean differences), or "not resolved (MDE x)"; ``margin`` NaN: no equivalence can be shown."""
+    return [stats.tost(d, users=u, margin=margin, alpha=alpha, n_tests=len(comps), p_difference=c.p_holm)
+            for c, (d, u) in zip(comps, comparison_diffs(frame, comps))]
+
+
+def equivalence_margin(frame: pd.DataFrame, share: float) -> float:
+    """The declared TOST margin in nats: ``share`` of the clean user-specific gain (other − own) averaged over the
+    frame's examples; NaN where the ``other`` condition was not measured or the gain is not above 0."""
+    gain = clean_gain(frame.drop_duplicates("example_id"), "specific_gain_lost")
+    return float(share * gain.mean()) if gain is not None and gain.mean() > 0 else float("nan")
 
 
 def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[str], *, null_of: str | None = None,
                 n_boot: int, seed: int) -> list[dict]:
     """Per named family at ``k``: mean effect, user-clustered CI, d_z, Wilcoxon p vs 0, the minimal detectable
-    effect vs 0 (80% power, Holm over the families), and the position of its mean in the null of random sets matched
-    to ``null_of`` (default: to the family's own set, where the study drew one; recorded in the row)."""
+    effect vs 0 (80% power, Holm over the families), the share of the clean gain it removes (``share_of_gain``), and
+    the position of its mean in the null of random sets matched to ``null_of`` (default: to the family's own set,
+    where the study drew one; recorded in the row)."""
     wide = pivot(frame, outcome, [f"{f}@{k}" for f in families])
     users = wide.user_id.to_numpy()
     out = []
@@ -169,9 +207,28 @@ def set_summary(frame: pd.DataFrame, outcome: str, k: int, families: Sequence[st
         pct, p_null = stats.null_position(float(v.mean()), null) if null.size else (float("nan"), float("nan"))
         effect = _effect(v, users, n_tests=len(families), n_boot=n_boot, seed=seed)
         interval = effect.pop("interval")  # the label goes last, as the tables list it
-        out.append({"set": fam, "k": k, "outcome": outcome, **effect, "null_percentile": pct, "p_null": p_null,
-                    "null_matched_to": f"{of}@{k}", "interval": interval})
+        out.append({"set": fam, "k": k, "outcome": outcome, **effect,
+                    **share_of_gain(frame, outcome, wide.index, v, users, n_boot=n_boot, seed=seed),
+                    "null_percentile": pct, "p_null": p_null, "null_matched_to": f"{of}@{k}", "interval": interval})
     return out
+
+
+def share_of_gain(frame: pd.DataFrame, outcome: str, example_ids: Sequence[str], v: np.ndarray, users: np.ndarray,
+                  *, n_boot: int, seed: int) -> dict:
+    """``share``: mean(v) / mean(clean gain) over ``example_ids`` (v: a set's ``outcome`` on them), the share of the
+    gain the set removes, and ``share_ci``, its ratio CI from the same user-clustered bootstrap (users resampled, ratio
+    of the means); NaN for an outcome that is no share of a gain, a gain not above 0, or fewer than
+    ``stats.MIN_USERS_FOR_CI`` users."""
+    nan = float("nan")
+    gains = clean_gain(frame, outcome)
+    if gains is None:
+        return {"share": nan, "share_ci": (nan, nan)}
+    g = gains.groupby(frame.example_id).first().loc[list(example_ids)].to_numpy()
+    if not g.mean() > 0:
+        return {"share": nan, "share_ci": (nan, nan)}
+    few = pd.Series(users).nunique() < stats.MIN_USERS_FOR_CI
+    ci = (nan, nan) if few else stats.bootstrap_ratio_ci(v, g, clusters=users, n_boot=n_boot, seed=seed)
+    return {"share": float(v.mean() / g.mean()), "share_ci": ci}
 
 
 def _effect(v: np.ndarray, users: np.ndarray, *, n_tests: int, n_boot: int, seed: int) -> dict:
@@ -197,20 +254,27 @@ def matched_null_summary(frame: pd.DataFrame, outcome: str, k: int, families: Se
         if rand.empty:
             continue
         per_example = rand.groupby(["example_id", "user_id"], sort=True)[outcome].mean().reset_index()
-        effect = _effect(per_example[outcome].to_numpy(), per_example.user_id.to_numpy(), n_tests=len(families),
-                         n_boot=n_boot, seed=seed)
+        v, users = per_example[outcome].to_numpy(), per_example.user_id.to_numpy()
+        effect = _effect(v, users, n_tests=len(families), n_boot=n_boot, seed=seed)
         interval = effect.pop("interval")
-        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, **effect, "null_percentile": float("nan"),
+        out.append({"set": f"random:{fam}", "k": k, "outcome": outcome, **effect,
+                    **share_of_gain(frame, outcome, per_example.example_id, v, users, n_boot=n_boot, seed=seed),
+                    "null_percentile": float("nan"),
                     "p_null": float("nan"), "null_matched_to": f"{fam}@{k}",
                     "n_random_sets": int(rand["set"].nunique()), "interval": interval})
     return out
 
 
+MIN_NEAR_SETS = 20  # random sets of similar damage a residual needs to be placed among them (analysis.toml)
+
+
 def damage_matched(frame: pd.DataFrame, families: Sequence[str], k: int, *, outcome: str = "specific_gain_lost",
-                   damage: str = "generic_damage", window: float = 0.25) -> tuple[list[dict], pd.DataFrame]:
+                   damage: str = "generic_damage", window: float = 0.25,
+                   min_near: int = MIN_NEAR_SETS) -> tuple[list[dict], pd.DataFrame]:
     """Does a named set remove more of ``outcome`` than its ``damage`` predicts? Over the ``random_damage`` sets (mean
     per set over examples), fit ``outcome ~ a + b * damage`` by least squares; per named family at ``k``: its
-    residual, and its percentile among the random sets whose damage lies within ``±window`` of its own.
+    residual, how many random sets lie within ``±window`` of its damage, and its percentile and null p among them;
+    with fewer than ``min_near`` such sets it is "not placed" (NaN): a percentile of 2-7 sets says nothing.
 
     Returns the rows and the random sets' cloud (set, damage, outcome) for the plot."""
     means = frame.groupby(["set", "family"], sort=True)[[damage, outcome]].mean().reset_index()
@@ -223,11 +287,18 @@ def damage_matched(frame: pd.DataFrame, families: Sequence[str], k: int, *, outc
         named = means[means["set"] == f"{fam}@{k}"].iloc[0]
         d, y = float(named[damage]), float(named[outcome])
         near = cloud[(cloud[damage] - d).abs() <= window * abs(d)] if d else cloud.iloc[0:0]
-        pct = stats.null_position(y, near[outcome].to_numpy())[0] if len(near) else float("nan")
+        placed = len(near) >= min_near
+        pct, p = stats.null_position(y, near[outcome].to_numpy()) if placed else (float("nan"), float("nan"))
         rows.append({"set": fam, "k": k, "outcome": outcome, "mean": y, "damage": d, "predicted": a + b * d,
-                     "residual": y - (a + b * d), "percentile_near_damage": pct, "n_near_damage": int(len(near)),
+                     "residual": y - (a + b * d), "n_near_damage": int(len(near)), "percentile_near_damage": pct,
+                     "p_near_damage": p, "near_damage": near_damage_label(len(near), min_near),
                      "slope": float(b), "intercept": float(a), "n_random": int(len(cloud))})
     return rows, cloud
+
+
+def near_damage_label(n_near: int, min_near: int = MIN_NEAR_SETS) -> str:
+    """Whether a damage-matched residual is placed among its ``n_near`` random sets of similar damage, and why not."""
+    return "placed" if n_near >= min_near else f"not placed ({n_near} < {min_near} sets of similar damage)"
 
 
 def mdes_to_one(frame: pd.DataFrame, by: str, comps: Sequence[stats.Comparison], *,
@@ -279,22 +350,29 @@ def compare_to_one(frame: pd.DataFrame, by: str, names: Sequence[str], baseline:
     return stats.with_holm(comps)
 
 
-COMPARISON_COLUMNS = [("name", "head set"), ("baseline", "vs"), ("mean_a", "mean"), ("mean_b", "baseline mean"),
-                      ("mean_diff", "diff"), ("ci", "interval"), ("interval", "interval is"), ("d_z", "d_z"),
-                      ("p_wilcoxon", "p (Wilcoxon)"),
-                      ("p_permutation", "p (perm.)"), ("p_holm", "p_Holm"), ("mde", "MDE (80%, Holm)"),
-                      ("null_percentile", "null pct.")]
+PAIRED_COLUMNS = [("name", "head set"), ("baseline", "vs"), ("mean_a", "mean"), ("mean_b", "baseline mean"),
+                  ("mean_diff", "diff"), ("ci", "interval"), ("interval", "interval is"), ("d_z", "d_z"),
+                  ("p_wilcoxon", "p (Wilcoxon)"), ("p_permutation", "p (perm.)"), ("p_holm", "p_Holm"),
+                  ("mde", "MDE (80%, Holm)")]  # any paired comparison (DPS's too)
+COMPARISON_COLUMNS = PAIRED_COLUMNS + [("null_percentile", "null pct."), ("p_null", "p (null)"),
+                                       ("margin", "equivalence margin"), ("p_tost", "p (TOST)"),
+                                       ("verdict", "verdict")]  # a head set's: its null position, its TOST
 SUMMARY_COLUMNS = [("set", "head set"), ("outcome", "outcome"), ("mean", "mean effect"), ("ci", "interval"),
                    ("interval", "interval is"),
                    ("d_z", "d_z"), ("p_wilcoxon", "p (Wilcoxon, vs 0)"), ("mde", "MDE (80%, Holm)"),
+                   ("share", "share of the gain"), ("share_ci", "share interval"),
                    ("null_percentile", "null pct."), ("p_null", "p (null)"), ("null_matched_to", "null matched to")]
 DAMAGE_COLUMNS = [("set", "head set"), ("mean", "specific gain lost"), ("damage", "generic damage"),
                   ("predicted", "predicted from damage"), ("residual", "residual"),
-                  ("percentile_near_damage", "pct. among sets of ±25% damage"), ("n_near_damage", "such sets")]
+                  ("n_near_damage", "sets of ±25% damage"), ("percentile_near_damage", "pct. among them"),
+                  ("p_near_damage", "p (among them)"), ("near_damage", "residual placed")]
 
 
-def comparison_records(comps: Sequence[stats.Comparison], mdes: Sequence[float] | None = None) -> list[dict]:
-    """Table rows of comparisons (the CI as one pair; the MDE where given)."""
+def comparison_records(comps: Sequence[stats.Comparison], mdes: Sequence[float] | None = None,
+                       equivalence: Sequence[stats.Equivalence] | None = None) -> list[dict]:
+    """Table rows of comparisons (the CI as one pair; the MDE, the TOST margin, p and verdict where given)."""
     mdes = list(mdes) if mdes is not None else [float("nan")] * len(comps)
-    return [{**c.to_dict(), "ci": (c.ci_low, c.ci_high), "interval": c.seeds.get("interval", stats.CI_LABEL), "mde": m}
-            for c, m in zip(comps, mdes)]
+    eqs = list(equivalence) if equivalence is not None else [None] * len(comps)
+    return [{**c.to_dict(), "ci": (c.ci_low, c.ci_high), "interval": c.seeds.get("interval", stats.CI_LABEL), "mde": m,
+             "margin": e.margin if e else float("nan"), "p_tost": e.p_tost if e else float("nan"),
+             "verdict": e.verdict if e else None} for c, m, e in zip(comps, mdes, eqs)]

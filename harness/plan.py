@@ -294,7 +294,8 @@ def head_sets(x: Inputs) -> tuple[int, int, str]:
     """(head sets, distinct sets, where the named sets came from) of the ablation comparison
     (``measure.comparison_sets``): from the ranking run when it exists, else from stand-in top-k sets (the count is
     the same; the distinct count may differ by a few)."""
-    from .measure import comparison_sets
+    from . import analysis
+    from .measure import comparison_sets, copy_head_unions
     from .pcs import lowest_layer
     from .ranking import Ranking, load_ranking
 
@@ -308,9 +309,13 @@ def head_sets(x: Inputs) -> tuple[int, int, str]:
         gen = torch.Generator().manual_seed(cfg.seed)
         ranking = Ranking.from_maps({f: torch.rand(x.shape.n_layers, x.shape.n_heads, generator=gen)
                                      for f in x.families}, cfg.k_heads, [], {})
-    sets = comparison_sets(ranking, x.shape, ranking.families, cfg.k_heads, n_random=cfg.n_random,
+    decl = analysis.load()
+    unions = copy_head_unions(ranking, max(cfg.k_heads), members=decl.copy_members,
+                              min_overlap=decl.copy_min_overlap, name=analysis.COPY_HEADS)
+    sets = comparison_sets(ranking, x.shape, ranking.families + list(unions), cfg.k_heads, n_random=cfg.n_random,
                            n_random_other=min(cfg.n_random_other, cfg.n_random), n_unmatched=cfg.n_unmatched,
-                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage)
+                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage,
+                           exclude_named=cfg.null_excludes_named, unions=unions)
     distinct = {str(s.heads): s for s in sets}
     x.memo["head_sets"] = len(sets), len(distinct), source
     x.memo["set_firsts"] = [lowest_layer(s.heads) for s in distinct.values()]  # scoring() clamps to n_layers

@@ -106,23 +106,31 @@ def damage_cloud(cloud_x: np.ndarray, cloud_y: np.ndarray, named: Mapping[str, t
 
 class SharePoint(NamedTuple):
     """One head set in a :func:`share_panels` panel: its share of the panel's gain and that share's interval, whether it
-    sits at or above its null's 95th percentile, and the mean share of its layer-matched random sets (NaN: none)."""
+    is above its null (its null p passes Holm over the figure's head sets), and the mean share of its layer-matched
+    random sets (NaN: none)."""
 
     head_set: str
     share: float
     low: float
     high: float
-    top_of_null: bool
+    above_null: bool
     random_share: float
 
 
-def share_points(rows: Sequence[Mapping], *, panel: str, outcome_of: Mapping[str, str]
+def share_points(rows: Sequence[Mapping], *, panel: str, outcome_of: Mapping[str, str], alpha: float = 0.05
                  ) -> dict[str, tuple[float, list[SharePoint]]]:
     """What :func:`share_panels` draws: per value of ``rows[panel]`` (a planted family), its gain and, for each named
     head set, ``mean / gain`` with the interval divided by the same gain (the gain's own uncertainty is not in it).
     ``outcome_of[panel value]`` picks the outcome each panel shows; rows carry ``set``, ``outcome``, ``mean``, ``ci``,
-    ``gain`` and ``null_percentile``; ``random:<name>`` rows are the layer-matched random sets of set ``<name>``. A
-    panel whose gain is not above 0 is left out: a share of nothing, or of a loss, is not a share."""
+    ``gain`` and ``p_null``; ``random:<name>`` rows are the layer-matched random sets of set ``<name>``. A point is
+    above its null where its null p, Holm-corrected over every named point the figure draws, is at most ``alpha``
+    (never by its percentile). A panel whose gain is not above 0 is left out: a share of nothing, or of a loss, is
+    not a share."""
+    from .stats import holm
+
+    drawn = [r for r in rows if r["outcome"] == outcome_of[r[panel]] and not str(r["set"]).startswith("random:")
+             and r["gain"] > 0]
+    adjusted = dict(zip(map(id, drawn), holm([r.get("p_null", float("nan")) for r in drawn])))
     out = {}
     for name in dict.fromkeys(r[panel] for r in rows):
         mine = [r for r in rows if r[panel] == name and r["outcome"] == outcome_of[name]]
@@ -132,7 +140,7 @@ def share_points(rows: Sequence[Mapping], *, panel: str, outcome_of: Mapping[str
         random = {str(r["set"]).removeprefix("random:"): r["mean"] / gain
                   for r in mine if str(r["set"]).startswith("random:")}
         out[name] = (gain, [SharePoint(str(r["set"]), r["mean"] / gain, r["ci"][0] / gain, r["ci"][1] / gain,
-                                       bool(r["null_percentile"] >= 95), random.get(str(r["set"]), float("nan")))
+                                       bool(adjusted[id(r)] <= alpha), random.get(str(r["set"]), float("nan")))
                             for r in mine if not str(r["set"]).startswith("random:")])
     return out
 
@@ -140,8 +148,8 @@ def share_points(rows: Sequence[Mapping], *, panel: str, outcome_of: Mapping[str
 def share_panels(rows: Sequence[Mapping], path: Path, *, panel: str, outcome_of: Mapping[str, str], title: str,
                  ylabel: str) -> Path | None:
     """The known answer at a glance: one panel per planted family (:func:`share_points`), each named head set's share
-    of the planted gain with its interval, filled where it sits at or above its null's 95th percentile and hollow
-    otherwise, a grey diamond beside it for its layer-matched random sets. With no panel, nothing is drawn (None)."""
+    of the planted gain with its interval, filled where it is above its null (null p after Holm over the figure) and
+    hollow otherwise, a grey diamond beside it for its layer-matched random sets. With no panel, nothing is drawn."""
     panels = share_points(rows, panel=panel, outcome_of=outcome_of)
     if not panels:
         return None
@@ -151,7 +159,7 @@ def share_panels(rows: Sequence[Mapping], path: Path, *, panel: str, outcome_of:
         for x, pt in enumerate(points):
             color = colors[x % len(colors)]
             ax.errorbar([x], [pt.share], yerr=[[max(pt.share - pt.low, 0)], [max(pt.high - pt.share, 0)]], fmt="o",
-                        color=color, mfc=color if pt.top_of_null else "white", ms=7, capsize=3, zorder=3)
+                        color=color, mfc=color if pt.above_null else "white", ms=7, capsize=3, zorder=3)
             ax.scatter([x + 0.3], [pt.random_share], marker="D", s=18, color="grey", zorder=2)
         ax.axhline(0, color="black", lw=0.6)
         ax.axhline(1, color="black", lw=0.6, ls=":")

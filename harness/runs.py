@@ -31,6 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from .analysis import current_hash
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "transformers", "nnsight", "numpy", "scipy", "statsmodels", "datasets", "bm25s", "rouge-score",
             "preference-heads-harness")
@@ -311,6 +313,8 @@ class Run:
         The data hash is over ``examples``; a run that reads other runs instead passes ``data_sha256`` (e.g.
         :func:`hash_of` over :func:`source_data`), never the hash of no examples.
 
+        ``analysis_hash`` is the content hash of the declared analysis (``analysis.toml``) the run was made under.
+
         ``provenance`` gets one entry per run that computed rows (commit, dirty flag, command, start, end, rows);
         a resume appends to it and never erases it. ``rendered_by`` is the run that last wrote the tables.
         """
@@ -332,6 +336,7 @@ class Run:
             "split": split or {},
             "config": self.config,
             "config_hash": self.config_hash,
+            "analysis_hash": current_hash(),
             "versions": versions(),
             "platform": platform.platform(),
             "provenance": provenance,

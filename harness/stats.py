@@ -168,6 +168,31 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def bootstrap_ratio_ci(num: Any, den: Any, *, clusters: Any | None = None, n_boot: int = 10000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of mean(num) / mean(den) (e.g. the share of a gain a head set removes), resampling whole clusters
+    (users) with the same draws as ``bootstrap_ci`` and the same expanded tail for few clusters; a resample whose
+    mean(den) is not above 0 has no share and counts as NaN (the interval is then NaN where over half of it does)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x, y = _as_diff(num, "num"), _as_diff(den, "den")
+    if x.size != y.size:
+        raise ValueError(f"num has {x.size} values but den has {y.size}")
+    sx, counts = _cluster_sums(x, clusters)
+    sy, _ = _cluster_sums(y, clusters)
+    g = sx.size
+    if g < 2:
+        raise ValueError(f"bootstrap needs at least 2 clusters, got {g}")
+    ratios = np.concatenate([np.where((d := sy[idx].sum(axis=1)) > 0, sx[idx].sum(axis=1) / np.where(d > 0, d, 1),
+                                      np.nan) for idx in _cluster_draws(g, n_boot, seed)])
+    if np.isnan(ratios).mean() > 0.5:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    alpha = float(stats.norm.cdf(-math.sqrt(g / (g - 1)) * stats.t.ppf(1 - alpha, g - 1)))
+    lo, hi = np.nanquantile(ratios, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def cohens_dz(diff: Any) -> float:
     """Paired effect size mean(diff) / sd(diff, ddof=1); sd 0 gives nan (mean 0) or +-inf (mean != 0)."""
     x = _as_diff(diff)
@@ -342,3 +367,50 @@ def mde_of_pairs(diff: Any, users: Any, *, n_tests: int = 1, alpha: float = 0.05
     means = sums / counts
     return mde(float(np.std(means, ddof=1)) if means.size > 1 else float("nan"), means.size, alpha=alpha,
                power=power, n_tests=n_tests)
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Whether a paired difference is shown, shown to lie within ±margin (TOST), or neither, on per-user means."""
+
+    n_users: int
+    mean_diff: float  # mean of the per-user mean differences
+    margin: float  # NaN: no margin declared for this outcome, so no equivalence can be shown
+    p_difference: float  # two-sided, of mean = 0 (or the table's own, e.g. Holm-adjusted, p where given)
+    p_tost: float  # max of the two one-sided p of mean <= -margin and mean >= margin
+    mde: float  # the smallest difference the difference test detects with 80% power
+    alpha: float
+    verdict: str  # "difference" (", within ±margin" when small), "equivalent within ±margin", "not resolved (MDE x)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def tost(diff: Any, *, users: Any | None = None, margin: float, alpha: float = 0.05, n_tests: int = 1,
+         p_difference: float | None = None) -> Equivalence:
+    """Two one-sided t tests (TOST) of the per-user mean differences against ±``margin``, beside the difference test
+    and its MDE (Holm over ``n_tests``): "as much as" or "not told apart" is stated only where the TOST rejects;
+    where neither test does, the verdict is "not resolved (MDE x)", an absence of evidence rather than an equivalence.
+    ``p_difference`` replaces the t test's two-sided p (e.g. the table's Holm-adjusted Wilcoxon p)."""
+    x = _as_diff(diff)
+    sums, counts = _cluster_sums(x, users)
+    means = sums / counts
+    g = means.size
+    if g < 2:
+        raise ValueError(f"tost needs at least 2 users, got {g}")
+    m, se, df = float(means.mean()), float(means.std(ddof=1) / math.sqrt(g)), g - 1
+    if se == 0:
+        p_diff = 1.0 if m == 0 else 0.0
+        p_tost = 0.0 if abs(m) < margin else 1.0
+    else:
+        p_diff = float(2 * stats.t.sf(abs(m) / se, df))
+        p_tost = float(max(stats.t.sf((m + margin) / se, df), stats.t.cdf((m - margin) / se, df)))
+    if not math.isfinite(margin):  # no declared margin: equivalence cannot be shown
+        p_tost = math.nan
+    p_diff = p_diff if p_difference is None else float(p_difference)
+    detectable = mde(float(means.std(ddof=1)), g, alpha=alpha, n_tests=n_tests)
+    within = f"within ±{margin:.3g}"
+    verdict = (("difference, " + within if p_tost <= alpha else "difference") if p_diff <= alpha else
+               "equivalent " + within if p_tost <= alpha else f"not resolved (MDE {detectable:.3g})")
+    return Equivalence(n_users=g, mean_diff=m, margin=float(margin), p_difference=p_diff, p_tost=p_tost,
+                       mde=detectable, alpha=alpha, verdict=verdict)

@@ -12,6 +12,10 @@ pipeline at its end) rewrites it and prints the section of its own model and dat
 - DPS vs the best baseline (ROUGE-L, Holm);
 - where the tables and plots are.
 
+Above the sections, the declared analysis (``analysis.toml``): each declared family's comparisons on the pooled
+estimate, Holm-corrected together across models and corpora; "above its null" means that corrected p passed alpha.
+Every other number is exploratory, and each section names the runs made under another declaration.
+
     python -m harness.summary results-quick      # print it again (and rewrite summary.md)
 """
 
@@ -26,7 +30,8 @@ from typing import Iterator
 
 import pandas as pd
 
-from . import stats
+from . import analysis, stats
+from .heads import HeadSet, copy_heads
 from .runs import TEMP_SUFFIX, atomic_write, slug
 from .tables import format_number
 
@@ -64,7 +69,81 @@ def write(root: Path) -> Path:
     folders = [d for m in sorted(p for p in root.iterdir() if p.is_dir()) for d in sorted(m.iterdir())
                if d.is_dir() and _runs(d)] if root.is_dir() else []
     body = "\n".join(section(d, root) for d in folders) or "No study results yet.\n"
-    return atomic_write(root / "summary.md", "# Summary of the results in this folder\n\n" + HOW + "\n" + body)
+    return atomic_write(root / "summary.md", "# Summary of the results in this folder\n\n" + HOW + "\n"
+                        + declared(root) + body)
+
+
+def declared(root: Path) -> str:
+    """The declared families (``analysis.toml``) on the pooled estimates found below ``root``: each comparison's null
+    p, Holm-corrected over its family, and whether it is above its null; a family none of whose models and corpora
+    has results here is one line."""
+    decl = analysis.load()
+    lines = [f"## Declared analysis (`analysis.toml`, hash `{decl.hash}`)", "",
+             f"Primary: `{decl.primary.set}@{decl.primary.k}` on {decl.primary.outcome.replace('_', ' ')} against its "
+             f"layer-matched random sets, by its null position p = (1 + #{{null ≥ observed}}) / (1 + N), pooled over "
+             f"split seeds (user-clustered); α = {decl.alpha}, Holm within each family below. Everything else in this "
+             "summary and the tables is exploratory.", ""]
+    for fam in decl.families:
+        if not any((root / m / d).is_dir() for m in fam.models for d in fam.data):
+            lines += [f"Family `{fam.name}`: no results of its models and corpora here.", ""]
+            continue
+        p_null = {(m, d, s): p for m in fam.models for d in fam.data for s, p in _pooled_p_null(root / m / d, fam)}
+        rows = analysis.family_tests(decl, fam, p_null, lambda m, d: _copy_merged(root / m / d, fam.k, decl))
+        lines += [f"Family `{fam.name}` ({len(rows)} comparisons, {fam.outcome.replace('_', ' ')} at k = {fam.k}, "
+                  f"{fam.estimate.replace('_', ' ')}):", ""]
+        lines += _table(["model", "data", "set", "p (null)", "p (Holm, family)", "above its null"],
+                        [[r["model"], r["data"], r["set"], _p(r["p_null"]), _p(r["p_holm"]),
+                          ("yes" if r["above_null"] else "no") if r["status"] == "measured" else r["status"]]
+                         for r in rows]) + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _pooled_p_null(data_dir: Path, fam: analysis.Family) -> list[tuple[str, float]]:
+    """``(set, p_null)`` of the pooled rows of ``fam``'s outcome at its k in the primary design's seeds summary."""
+    path = data_dir / "all_seeds" / "seeds_summary" / "set_summary_by_seed.csv"
+    if not path.exists():
+        return []
+    t = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    t = t[(t["seed"].astype(str) == "pooled") & (t.outcome == fam.outcome)
+          & (t.null_matched_to == t["set"] + f"@{fam.k}")]
+    return [(r["set"], float(r.p_null)) for _, r in t.iterrows()]
+
+
+def _copy_merged(data_dir: Path, k: int, decl: analysis.Analysis) -> bool:
+    """Whether retrieval and induction enter as one ``copy_heads`` set on this model and corpus: measured so in the
+    pooled summary, else every seed's ranking merges them (``heads.copy_heads``); with no ranking, as declared."""
+    summary_csv = data_dir / "all_seeds" / "seeds_summary" / "set_summary_by_seed.csv"
+    if summary_csv.exists() and (pd.read_csv(summary_csv)["set"] == analysis.COPY_HEADS).any():
+        return True
+    verdicts = []
+    for path in sorted(data_dir.glob("seed*/pcs_ranking/ranking.json")):
+        sets = json.loads(path.read_text())["sets"]
+        a, b = (sets.get(m, {}).get(str(k)) for m in decl.copy_members)
+        if a and b:
+            verdicts.append(copy_heads(HeadSet.parse(a), HeadSet.parse(b), min_overlap=decl.copy_min_overlap).merged)
+    return all(verdicts)
+
+
+def _analysis_note(runs: list[Path], root: Path) -> list[str]:
+    """One line naming the runs made under another declared analysis than today's (or before there was one)."""
+    now = analysis.current_hash()
+    other = {}
+    for run in runs:
+        made = json.loads((run / "manifest.json").read_text()).get("analysis_hash")
+        if made != now:
+            other.setdefault(made or "none", []).append(f"`{run.relative_to(root)}`")
+    if not other:
+        return []
+    if len(other) == 1 and sum(map(len, other.values())) == len(runs):  # the usual case: one line, not a list
+        h = next(iter(other))
+        return [f"All {len(runs)} runs here were made {_made_under(h)}, not under today's `{now}`: their labels "
+                "follow today's declaration.", ""]
+    return [f"Made under another declared analysis than today's `{now}`: " + "; ".join(
+        f"{_made_under(h)}: {', '.join(names)}" for h, names in other.items()), ""]
+
+
+def _made_under(h: str) -> str:
+    return "before analysis.toml existed" if h == "none" else f"under analysis `{h}`"
 
 
 HOW = ("Written by every study at its end from the files below (`python -m harness.summary <results>` rewrites it). "
@@ -89,6 +168,7 @@ def section(data_dir: Path, root: Path) -> str:
     lines = [f"## {data_dir.parent.name} on {data_dir.name}", ""]
     if not runs:
         return "\n".join(lines + ["No finished study here yet.", ""])
+    lines += _analysis_note(runs, root)
     for group in dict.fromkeys(p.parent for p in runs):
         mine = [p for p in runs if p.parent == group]
         lines += [f"### {group.name}", ""]
@@ -172,22 +252,35 @@ def _ablation_block(run: Path) -> list[str]:
     effect = _num(comp.mean_a.iloc[0]) + ("" if own.empty else f" ({_interval(own.ci.iloc[0], own.interval.iloc[0])}"
                                                                 f", MDE {_num(own.mde.iloc[0])})")
     rows = [[_set_name(r.baseline), _num(r.mean_b), _num(r.mean_diff), _interval(r.ci, r.interval), _p(r.p_holm),
-             _num(r.mde)] for _, r in comp.iterrows()]
-    lines = [f"**Head sets** (`{run.name}/`): {outcome.replace('_', ' ')} by ablating `{primary}` {effect}; "
+             _num(r.mde), _verdict(r)] for _, r in comp.iterrows()]
+    lines = [f"**Head sets** (`{run.name}/`, exploratory: one split seed): {outcome.replace('_', ' ')} by ablating "
+             f"`{primary}` {effect}; "
              f"vs each other set (`comparison_{outcome}.csv`):", ""]
-    lines += _table(["vs", "its effect", "difference", "interval", "p (Holm)", "MDE"], rows)
+    lines += _table(["vs", "its effect", "difference", "interval", "p (Holm)", "MDE", "verdict"], rows)
     if summary is not None:
         s = summary[summary.outcome == outcome]
-        lines += ["", "Each family's percentile in its own layer-matched random null (p): " + "; ".join(
+        lines += ["", "Each family's percentile in its own layer-matched random null (null p = (1 + #{null ≥ it}) / "
+                  "(1 + N), before any correction): " + "; ".join(
             f"{r['set']} {r.null_percentile:.1f} ({_p(r.p_null)})" for _, r in s.iterrows())]
     damage = run / "damage_matched.csv"
     if damage.exists() and outcome == "specific_gain_lost":
-        d = pd.read_csv(damage).iloc[0]
-        near = (f"; percentile {d.percentile_near_damage:.1f} among the {int(d.n_near_damage)} random sets of ±25% "
-                f"its damage" if d.n_near_damage > 0 else "; no random set within ±25% of its damage")
-        lines.append(f"Damage-matched (`damage_matched.csv`): `{d['set']}` residual {_num(d.residual)} beyond what its "
-                     f"generic damage predicts{near}.")
+        min_near = analysis.load().min_near_sets
+        for _, d in pd.read_csv(damage).iterrows():
+            n = int(d.n_near_damage)
+            where = (f"percentile {d.percentile_near_damage:.1f}, p {_p(d.get('p_near_damage', float('nan')))}"
+                     if n >= min_near else f"not placed: fewer than {min_near}")
+            lines.append(f"Damage-matched (`damage_matched.csv`): `{d['set']}` residual {_num(d.residual)} beyond what "
+                         f"its generic damage predicts; {n} random sets within ±25% of its damage ({where}).")
     return lines + [""]
+
+
+def _verdict(row: pd.Series) -> str:
+    """A comparison's verdict (difference, equivalence or "not resolved (MDE x)"); for a table written before the
+    TOST, a difference where its Holm p passes alpha and otherwise not resolved (no equivalence was tested)."""
+    verdict = row.get("verdict")
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    return "difference" if row.p_holm <= analysis.load().alpha else f"not resolved (MDE {row.mde:.3g})"
 
 
 def _set_name(name: str) -> str:
@@ -215,9 +308,9 @@ def _seeds_block(run: Path) -> list[str]:
         return []
     comp = pd.read_csv(run / f"comparison_pooled_{outcome}.csv")
     rows = [[_set_name(r.baseline), _num(r.mean_diff),
-             _interval(r.ci, r.interval), _p(r.p_holm)] for _, r in comp.iterrows()]
+             _interval(r.ci, r.interval), _p(r.p_holm), _verdict(r)] for _, r in comp.iterrows()]
     lines = [f"**Pooled over seeds** (`{run.name}/comparison_pooled_{outcome}.csv`), `{comp.name.iloc[0]}` vs:", ""]
-    lines += _table(["set", "difference", "interval", "p (Holm)"], rows)
+    lines += _table(["set", "difference", "interval", "p (Holm)", "verdict"], rows)
     overlap = run / "overlap_across_seeds.csv"
     if overlap.exists():
         o = pd.read_csv(overlap)

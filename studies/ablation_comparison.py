@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm import tqdm
 
-from harness import outcomes, tables
+from harness import analysis, outcomes, tables
 from harness.config import ConfigError, StudyConfig, option
 from harness.data import assert_not_used_for_ranking
 from harness.experiment import finish, start
 from harness.generation import generate_ablated
-from harness.measure import ablation_losses, comparison_sets
+from harness.measure import ablation_losses, comparison_sets, copy_head_unions
 from harness.report import ablation_report
 from harness.metrics import rouge
 from harness.ranking import load_ranking
@@ -41,6 +41,9 @@ class AblationConfig(StudyConfig):
     n_random_other: int = option(10, "matched random sets at the other k (the null band)")
     matched_to: str = option("each", "draw matched random sets for each family's set, or the first's only",
                              choices=("each", "primary"))
+    null_excludes_named: bool = option(True, "a named set's own heads are never drawn into its layer-matched random "
+                                             "sets (a layer it fills takes its share from the nearest layers, "
+                                             "recorded in head_sets.json)")
     n_unmatched: int = option(20, "uniform random sets at the largest k")
     n_damage: int = option(200, "random sets of many sizes and depths: the damage-matched null (needs conditions "
                                 "own, other, none)")
@@ -63,9 +66,18 @@ def main(argv: list[str] | None = None) -> Run:
     ranking, ranking_dir = load_ranking(cfg)
     assert_not_used_for_ranking([e.example_id for e in setup.split.evaluation], ranking.discovery_ids)
     families, kmax = ranking.families, max(cfg.k_heads)
+    decl = analysis.load()
+    departs = decl.conflicts(cfg.numbers_config(), families)
+    for what in departs:
+        log.warning("this run departs from the declared analysis (analysis.toml): %s; its tables are exploratory", what)
+    # retrieval and induction top-k that mostly share heads are one more named set, their union (its own null)
+    unions = copy_head_unions(ranking, kmax, members=decl.copy_members, min_overlap=decl.copy_min_overlap,
+                              name=analysis.COPY_HEADS)
+    families = families + list(unions)
     sets = comparison_sets(ranking, setup.shape, families, cfg.k_heads, n_random=cfg.n_random,
                            n_random_other=min(cfg.n_random_other, cfg.n_random), n_unmatched=cfg.n_unmatched,
-                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage)
+                           seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage,
+                           exclude_named=cfg.null_excludes_named, unions=unions)
     write_json(run.path("head_sets.json"), [{**dataclasses.asdict(s), "heads": str(s.heads)} for s in sets])
     frame = outcomes.add_outcomes(ablation_losses(setup, run, sets, cfg.conditions, positions=cfg.positions,
                                                   batch_size=cfg.batch_size), cfg.conditions)
@@ -100,7 +112,8 @@ def main(argv: list[str] | None = None) -> Run:
                         "generation_rouge", note=run.note)
     return finish(run, setup, cfg, n_eval=int(frame.example_id.nunique()), n_users=int(frame.user_id.nunique()),
                   k_main=kmax, n_random=cfg.n_random, prior_mde=power, ranking_run=relative_path(str(ranking_dir.resolve())),
-                  ranking_config_hash=ranking.config_hash)
+                  ranking_config_hash=ranking.config_hash, analysis_departures=departs,
+                  copy_heads_merged=bool(unions))
 
 
 if __name__ == "__main__":

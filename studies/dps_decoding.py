@@ -99,7 +99,7 @@ def marker_tables(df: pd.DataFrame, run: Run, dps: str, baselines: list[str], or
     tables.write_tables(outcomes.comparison_records(comps, outcomes.mdes_to_one(planted, "generation", comps,
                                                                                   missing="drop")),
                         [("name", "generation"), ("baseline", "vs"), ("outcome", "metric")]
-                        + outcomes.COMPARISON_COLUMNS[2:-1], run.root, "dps_marker_rate",
+                        + outcomes.PAIRED_COLUMNS[2:], run.root, "dps_marker_rate",
                         note=run.note, caption="planted users; an example whose DPS or baseline text has no "
                         "opportunity for the rule is left out of that marker-rate pair")
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> Run:
                                     ["rougeL", "meteor", "style_similarity"], n_perm=cfg.n_perm, **stat)
     tables.write_tables(outcomes.comparison_records(comps, outcomes.mdes_to_one(df, "generation", comps)),
                         [("name", "generation"), ("baseline", "vs best baseline"), ("outcome", "metric")]
-                        + outcomes.COMPARISON_COLUMNS[2:-1], run.root, "dps_vs_best_baseline", note=run.note)
+                        + outcomes.PAIRED_COLUMNS[2:], run.root, "dps_vs_best_baseline", note=run.note)
     if "marker_rate" in df:  # planted corpus: does DPS raise the rule's marker rate over every baseline?
         marker_tables(df, run, f"dps-{primary}", [s.name for s in baselines], [s.name for s in specs],
                       n_perm=cfg.n_perm, **stat)

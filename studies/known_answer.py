@@ -83,7 +83,8 @@ def _clean_gains(losses: pd.DataFrame, ids: set, column: str, prefix: str) -> di
 def _share_rows(frame: pd.DataFrame, gains: dict[str, float], gain_field: str, k: int, families: list[str], *,
                 null: bool, stat: dict) -> list[dict]:
     """Per outcome of ``gains`` (outcome -> the clean gain it is a share of): each family's summary at ``k`` (and,
-    with ``null``, each family's layer-matched random sets), with the gain under ``gain_field`` and the share."""
+    with ``null``, each family's layer-matched random sets), with the gain under ``gain_field`` and the share of it;
+    ``share_ci`` is the ratio CI of the summary's own share (the same examples' clean gains, users resampled)."""
     rows = []
     for outcome, total in gains.items():
         summaries = outcomes.set_summary(frame, outcome, k, families, **stat)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> Run:
                             for row in _share_rows(part, totals, "marker_gain", kmax, rankings[fam].families,
                                                    null=group == "planted", stat=stat)]
     tables.write_tables(removed, [("family", "family"), ("outcome", "outcome"), ("set", "head set"),
-                                  ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"),
+                                  ("mean", "gain lost"), ("ci", "interval"), ("share", "share of the planted gain"), ("share_ci", "share interval"),
                                   ("planted_gain", "planted gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
                                   ("null_percentile", "null pct."), ("p_null", "p (null)"),
                                   ("null_matched_to", "null matched to")], run.root, "gain_removed_by_family",
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> Run:
         [{**r, "gain": r["planted_gain"]} for r in removed], figure, panel="family",
         outcome_of={f: SIGNAL.get(f, "specific_gain_lost") for f in runs}, ylabel="share of the planted gain removed",
         title=f"{cfg.model}, split seed {cfg.seed}: planted users, top-{ks} of each head family\n"
-              "(95% CI; filled: null pct. ≥ 95; grey: layer-matched random sets)")
+              "(95% CI; filled: null p ≤ .05 after Holm over the figure's sets; grey: layer-matched random sets)")
     if not drawn:
         figure.unlink(missing_ok=True)  # no family with a gain: an earlier render's figure must not outlive its data
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> Run:
 
     tables.write_tables(markers, [("family", "family"), ("users", "users"), ("outcome", "outcome"),
                                   ("set", "head set"), ("mean", "gain lost"), ("ci", "interval"),
-                                  ("interval", "interval is"), ("share", "share of the marker gain"),
+                                  ("interval", "interval is"), ("share", "share of the marker gain"), ("share_ci", "share interval"),
                                   ("marker_gain", "marker gain"), ("p_wilcoxon", "p (vs 0)"), ("mde", "MDE"),
                                   ("null_percentile", "null pct."), ("n_users", "users")],
                         run.root, "marker_gain_removed_by_family",

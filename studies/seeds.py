@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import outcomes, summary, tables
-from harness.config import ConfigError, StudyConfig, option
+from harness import analysis, outcomes, summary, tables
+from harness.config import PRIMARY_DESIGN, ConfigError, StudyConfig, option
+from harness.heads import copy_heads
 from harness.experiment import begin
 from harness.ranking import Ranking, jaccard
 from harness.runs import Run, hash_of, slug, source_data
@@ -92,16 +93,42 @@ def main(argv: list[str] | None = None) -> Run:
                  len(common), len(left_out), left_out[0])
     pooled = pd.concat([f[f.set.isin(common)] for f in frames], ignore_index=True)
     families, kmax = rankings[cfg.seeds[0]].families, max(cfg.k_heads)
+    families += [analysis.COPY_HEADS] if f"{analysis.COPY_HEADS}@{kmax}" in common else []  # every seed merged them
     measured = [o for o in outcomes.OUTCOMES if o in pooled.columns]
     stat = dict(n_boot=cfg.n_boot, seed=cfg.seed)
+    decl = analysis.load()
+    copies = [{"seed": s, "k": kmax, **{f: str(r.top(f, kmax)) for f in decl.copy_members}, "overlap": c.overlap,
+               "shared": str(c.shared), "merged": c.merged}
+              for s, r in rankings.items() if set(decl.copy_members) <= set(r.families)
+              for c in [copy_heads(*(r.top(f, kmax) for f in decl.copy_members), min_overlap=decl.copy_min_overlap)]]
+    tables.write_tables(copies, [("seed", "seed"), ("k", "k"), ("overlap", "overlap (shared / k)"),
+                                 ("shared", "shared heads"), ("merged", "one copy_heads set")], run.root, "copy_heads",
+                        caption=f"retrieval and induction top-k: at overlap >= {decl.copy_min_overlap} they enter the "
+                                "declared family once, as their union")
+    merged = bool(copies) and all(c["merged"] for c in copies)
+
+    def family(row: dict) -> str:
+        """The declared family of a row (the pooled estimate of the primary design only), else exploratory."""
+        if row["seed"] != "pooled" or (cfg.mode, cfg.positions) != PRIMARY_DESIGN:
+            return analysis.EXPLORATORY
+        return decl.family_of(model=slug(cfg.model), data=slug(cfg.data), set=row["set"], k=row["k"],
+                              outcome=row["outcome"], estimate="pooled_seeds", copy_merged=merged)
     rows = [{**r, "seed": s} for o in measured for s, grp in [*pooled.groupby("seed"), ("pooled", pooled)]
             for r in outcomes.set_summary(grp, o, kmax, families, **stat)]
-    tables.write_tables(rows, [("seed", "seed")] + outcomes.SUMMARY_COLUMNS, run.root, "set_summary_by_seed")
+    rows = [{**r, "analysis": family(r)} for r in rows]
+    tables.write_tables(rows, [("seed", "seed")] + outcomes.SUMMARY_COLUMNS + [("analysis", "declared family")],
+                        run.root, "set_summary_by_seed",
+                        caption="the pooled rows of a declared family are its tests (Holm across the family in "
+                                "summary.md); every other row is exploratory")
     for o in measured:
         comps = outcomes.compare_sets(pooled, o, kmax, families[0], families[1:], null_of=families[0],
                                       n_perm=cfg.n_perm, **stat)
-        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(pooled, comps)),
-                            outcomes.COMPARISON_COLUMNS, run.root, f"comparison_pooled_{o}")
+        eqs = outcomes.comparison_equivalence(pooled, comps, alpha=decl.alpha,
+                                              margin=outcomes.equivalence_margin(pooled, decl.margin_share))
+        tables.write_tables(outcomes.comparison_records(comps, outcomes.comparison_mdes(pooled, comps), eqs),
+                            outcomes.COMPARISON_COLUMNS, run.root, f"comparison_pooled_{o}",
+                            caption="exploratory: differences from other head sets and from the random sets' mean "
+                                    "(the declared test is the null position, summary.md)")
     log.info("top-%d overlap across seeds (mean Jaccard): %s", kmax, ", ".join(
         f"{r['family']} {r['mean_jaccard']:.2f}" for r in overlap if r["k"] == kmax))
     run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, data_sha256=hash_of(data), extra={

@@ -84,6 +84,58 @@ def test_random_headset_takes_a_seed_and_names_a_layer_too_small_for_the_match()
         random_headset(SHAPE, 0, like=HeadSet.parse(f"L3H0-{SHAPE.n_heads - 1}"), exclude=HeadSet.parse("L3H0"))
 
 
+GEMMA_LIKE = ModelShape("gemma-like", n_layers=18, n_heads=4, head_dim=256, n_kv_heads=1)
+
+
+def test_a_layer_the_excluded_set_fills_borrows_its_share_from_the_nearest_layers_and_says_so():
+    from harness.heads import moved_heads, random_headset
+
+    like = HeadSet.parse("L5H0-3,L6H0-2,L9H1")  # layer 5 full, layer 6 has one free head left
+    drawn = random_headset(GEMMA_LIKE, 3, like=like, exclude=like, borrow=True)
+    assert not (drawn & like) and len(drawn) == len(like)
+    counts = drawn.layer_counts()
+    # every layer's own free heads first (L6: one); then L5's four from its nearest layer with free heads (L4 before
+    # L6, which has none left), and L6's two short from L7 (L5 has none)
+    assert counts == {4: 4, 6: 1, 7: 2, 9: 1}
+    assert moved_heads(like, drawn) == "L5-4,L6-2,L4+4,L7+2"
+    assert moved_heads(like, random_headset(GEMMA_LIKE, 3, like=like)) == ""
+
+
+def test_a_borrowed_shortfall_spreads_to_both_sides_lower_layer_first():
+    from harness.heads import random_headset
+
+    like = HeadSet.parse("L1H0-3,L2H0-3,L3H0-3")
+    exclude = like | HeadSet.parse("L0H0-2")
+    counts = random_headset(GEMMA_LIKE, 0, like=like, exclude=exclude, borrow=True).layer_counts()
+    # L1: L0's one free head, then L4's (L2, L3 are excluded); L2: L4's last, then L5; L3: L5's last, then L6
+    assert counts == {0: 1, 4: 4, 5: 4, 6: 3}
+
+
+def test_borrowing_leaves_a_draw_without_a_shortfall_unchanged_and_too_few_heads_is_an_error():
+    from harness.heads import random_headset
+
+    like = HeadSet.parse("L3H1,L7H0")
+    assert random_headset(GEMMA_LIKE, 11, like=like, exclude=like, borrow=True) == \
+        random_headset(GEMMA_LIKE, 11, like=like, exclude=like)
+    tiny = ModelShape("tiny", n_layers=2, n_heads=2, head_dim=8, n_kv_heads=1)
+    with pytest.raises(ValueError, match="too few drawable heads"):
+        random_headset(tiny, 0, like=HeadSet.parse("L0H0-1,L1H0"), exclude=HeadSet.parse("L0H0-1,L1H0"), borrow=True)
+
+
+def test_copy_heads_merge_into_their_union_at_half_overlap():
+    from harness.heads import copy_heads
+
+    retrieval, induction = HeadSet.parse("L1H0-4"), HeadSet.parse("L1H2-4,L2H0-1")  # 3 of 5 shared
+    merged = copy_heads(retrieval, induction, min_overlap=0.5)
+    assert merged.merged and merged.overlap == pytest.approx(0.6) and str(merged.shared) == "L1H2,L1H3,L1H4"
+    assert merged.union == retrieval | induction and len(merged.union) == 7
+    apart = copy_heads(retrieval, HeadSet.parse("L1H4,L3H0-3"), min_overlap=0.5)
+    assert not apart.merged and apart.overlap == pytest.approx(0.2)
+    assert copy_heads(HeadSet.parse("L0H0,L0H1"), HeadSet.parse("L0H1,L5H5"), min_overlap=0.5).merged  # exactly half
+    with pytest.raises(ValueError, match="non-empty"):
+        copy_heads(HeadSet(), retrieval)
+
+
 def test_top_heads_orders_by_score_then_position_and_skips_excluded():
     import torch
 

@@ -32,6 +32,7 @@ import pytest
 
 from harness.config import PRESETS
 from harness.experiment import resolve_chat
+from harness.heads import HeadSet
 from harness.models import model_shape
 from harness.pcs import encode
 from harness.ranking import Ranking
@@ -182,7 +183,13 @@ def test_ablation_tables_hold_every_family_and_its_nulls(chain):
     per = chain.csv("ablation_comparison", "per_example.csv")
     assert {*FAMILIES, "random_matched", "random_uniform", "random_damage"} <= set(per.family)
     assert {f"{f}@{k}" for f in FAMILIES for k in (1, 2)} <= set(per["set"])
-    assert set(per[per.family == "random_matched"].matched_to) == set(FAMILIES)
+    merged = json.loads((chain.run("ablation_comparison") / "manifest.json").read_text())["copy_heads_merged"]
+    named = FAMILIES + ["copy_heads"] * merged  # retrieval ∪ induction, where their top-k mostly overlap
+    assert set(per[per.family == "random_matched"].matched_to) == set(named)
+    sets = {s["name"]: s for s in json.loads((chain.run("ablation_comparison") / "head_sets.json").read_text())}
+    for s in (s for s in sets.values() if s["family"] == "random_matched"):  # Gemma-3: 4 heads a layer
+        own = HeadSet.parse(sets[f"{s['matched_to']}@{s['k']}"]["heads"])
+        assert not HeadSet.parse(s["heads"]) & own and len(HeadSet.parse(s["heads"])) == len(own), s["name"]
     for column in ("loss_own", "loss_other", "loss_none", "specific_gain_lost", "generic_damage"):
         assert per[column].notna().all(), column
     for outcome in ("nll_increase", "gain_lost", "generic_damage", "specific_gain_lost"):
@@ -191,7 +198,7 @@ def test_ablation_tables_hold_every_family_and_its_nulls(chain):
         assert table.p_holm.between(0, 1).all(), outcome
     summary = chain.csv("ablation_comparison", "set_summary.csv")
     assert set(FAMILIES) <= set(summary["set"])
-    assert len(chain.csv("ablation_comparison", "damage_matched.csv")) == len(FAMILIES)
+    assert len(chain.csv("ablation_comparison", "damage_matched.csv")) == len(named)
     assert (chain.run("ablation_comparison") / "generation_rouge.csv").exists()
 
 

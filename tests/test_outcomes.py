@@ -1,11 +1,13 @@
 """Outcomes, pivots, comparisons and top-k stability on hand-built loss tables."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from harness import outcomes, stats
+from harness import analysis, outcomes, stats, tables
 from harness.heads import HeadSet
 from harness.ranking import Ranking, estimator_agreement, jaccard, overlaps, topk_stability
 
@@ -87,6 +89,8 @@ def test_compare_sets_pairs_primary_with_each_baseline_and_the_random_mean():
     assert comps[0].mean_diff == pytest.approx(0.75, abs=1e-9) and comps[0].ci_low == ref.ci_low
     assert comps[1].mean_diff == pytest.approx(1.0 - 0.2, abs=0.03)
     assert comps[0].null_percentile == 100.0 and comps[0].n_users == 4
+    assert comps[0].p_null == pytest.approx(1 / 4)  # (1 + none of 3 random sets >= it) / (1 + 3)
+    assert "p (null)" in tables.render(outcomes.comparison_records(comps), outcomes.COMPARISON_COLUMNS, "md")
     assert [c.p_holm for c in comps] == pytest.approx(list(stats.holm([c.p_wilcoxon for c in comps])))
 
 
@@ -95,6 +99,8 @@ def test_set_summary_places_each_family_in_the_null_it_names():
     pcs, retrieval = rows
     assert pcs["mean"] == pytest.approx(1.0, abs=0.02) and pcs["null_percentile"] == 100.0
     assert retrieval["null_percentile"] == pytest.approx(200 / 3) and retrieval["null_matched_to"] == "pcs@2"
+    assert retrieval["p_null"] == pytest.approx((1 + 1) / (1 + 3))  # 0.25 is above two sets (0.1, 0.2), below one
+    assert pcs["p_null"] == pytest.approx(1 / 4)
     assert pcs["ci"][0] < 1.0 < pcs["ci"][1]
 
 
@@ -166,12 +172,28 @@ def test_damage_matched_residual_and_percentile_among_sets_of_similar_damage():
     for ex in ("e1", "e2"):  # a named set that removes 0.3 more than its damage (1.0) predicts
         rows.append({"example_id": ex, "user_id": ex, "set": "pcs@3", "family": "pcs", "k": 3,
                      "generic_damage": 1.0, "specific_gain_lost": 0.4})
-    out, cloud = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3)
+    out, cloud = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3, min_near=5)
     r = out[0]
     assert r["slope"] == pytest.approx(0.1) and r["predicted"] == pytest.approx(0.1) and r["residual"] == \
         pytest.approx(0.3)
     assert r["percentile_near_damage"] == 100.0 and r["n_near_damage"] == 5  # damages within 0.75..1.25
+    assert r["p_near_damage"] == pytest.approx(1 / 6) and r["near_damage"] == "placed"
     assert len(cloud) == 20
+
+
+def test_a_residual_with_fewer_than_twenty_near_sets_is_not_placed_and_its_count_is_printed():
+    rows = [{"example_id": "e", "user_id": "e", "set": f"random_damage#{i}", "family": "random_damage", "k": 1,
+             "generic_damage": d, "specific_gain_lost": 0.1 * d} for i, d in enumerate(np.linspace(0.1, 2.0, 40))]
+    rows.append({"example_id": "e", "user_id": "e", "set": "pcs@3", "family": "pcs", "k": 3, "generic_damage": 1.0,
+                 "specific_gain_lost": 0.4})
+    (r,), _ = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3)  # 10 of the 40 sets lie within ±25%
+    assert r["n_near_damage"] == 10 and np.isnan(r["percentile_near_damage"]) and np.isnan(r["p_near_damage"])
+    assert r["near_damage"] == "not placed (10 < 20 sets of similar damage)"
+    (wide,), _ = outcomes.damage_matched(pd.DataFrame(rows), ["pcs"], 3, window=0.5)  # 20 sets: placed
+    assert wide["n_near_damage"] == 20 and wide["percentile_near_damage"] == 100.0 and wide["near_damage"] == "placed"
+    md = tables.render([r], outcomes.DAMAGE_COLUMNS, "md")
+    assert "| 10 | — | — | not placed (10 < 20 sets of similar damage) |" in md
+    assert outcomes.MIN_NEAR_SETS == analysis.load().min_near_sets
 
 
 def test_matched_null_summary_is_the_random_sets_own_effect_per_family_that_has_one():
@@ -180,3 +202,47 @@ def test_matched_null_summary_is_the_random_sets_own_effect_per_family_that_has_
     (r,) = rows
     assert r["mean"] == pytest.approx(0.2) and r["n_random_sets"] == 3 and r["null_matched_to"] == "pcs@2"
     assert r["interval"] == stats.RANGE_LABEL and r["ci"] == pytest.approx((0.2, 0.2))  # 4 users: the range
+
+
+def _specific_table():
+    """12 users x 2 examples; clean specific gain 0.4 (other 2.4 vs own 2.0); pcs removes half of it (0.2), retrieval
+    a noisy 0.08 - 0.16, and two matched random sets none."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(12):
+        for j in range(2):
+            ex = f"e{u:02d}{j}"
+            for name, fam, lost in (("pcs@2", "pcs", 0.2), ("retrieval@2", "retrieval", rng.uniform(0.08, 0.16)),
+                                    ("random_matched#0@2", "random_matched", 0.0),
+                                    ("random_matched#1@2", "random_matched", 0.0)):
+                rows.append(row(ex, f"u{u}", name, fam, 2, own=2.1 + lost, none=2.6, other=2.5, clean_other=2.4,
+                                matched_to="pcs" if fam == "random_matched" else ""))
+    return outcomes.add_outcomes(pd.DataFrame(rows), ["own", "other", "none"])
+
+
+def test_every_head_set_row_gives_its_share_of_the_gain_with_a_user_clustered_ratio_interval():
+    frame = _specific_table()
+    pcs, retrieval = outcomes.set_summary(frame, "specific_gain_lost", 2, ["pcs", "retrieval"], n_boot=500, seed=0)
+    assert pcs["share"] == pytest.approx(0.5) and pcs["share_ci"] == pytest.approx((0.5, 0.5))  # 0.2 of 0.4
+    lo, hi = retrieval["share_ci"]
+    assert lo < retrieval["share"] < hi and retrieval["share"] == pytest.approx(retrieval["mean"] / 0.4)
+    (null,) = outcomes.matched_null_summary(frame, "specific_gain_lost", 2, ["pcs"], n_boot=500, seed=0)
+    assert null["share"] == pytest.approx(0.0) and null["share_ci"] == pytest.approx((0.0, 0.0))
+    (damage,) = outcomes.set_summary(frame, "generic_damage", 2, ["pcs"], n_boot=500, seed=0)
+    assert np.isnan(damage["share"])  # generic damage is no share of a gain
+    assert "share interval" in tables.render([pcs], outcomes.SUMMARY_COLUMNS, "md")
+
+
+def test_comparison_tables_say_not_resolved_where_neither_difference_nor_equivalence_is_shown():
+    frame = _specific_table()
+    comps = outcomes.compare_sets(frame, "specific_gain_lost", 2, "pcs", ["retrieval"], null_of="pcs", n_boot=200,
+                                  n_perm=200, seed=0)
+    margin = outcomes.equivalence_margin(frame, 0.25)
+    assert margin == pytest.approx(0.1)  # a quarter of the clean specific gain, 0.4
+    eqs = outcomes.comparison_equivalence(frame, comps, margin=margin)
+    # 0.2 vs ~0.12: shown apart and shown within ±0.1 (a small difference); vs 0 (the random sets): shown apart
+    assert [e.verdict for e in eqs] == ["difference, within ±0.1", "difference"]
+    unresolved = outcomes.comparison_equivalence(frame, [dataclasses.replace(comps[0], p_holm=0.5)],
+                                                 margin=float("nan"))
+    md = tables.render(outcomes.comparison_records(comps[:1], [0.05], unresolved), outcomes.COMPARISON_COLUMNS, "md")
+    assert f"not resolved (MDE {unresolved[0].mde:.3g})" in md

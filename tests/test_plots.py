@@ -7,19 +7,18 @@ import pytest
 from harness import plots
 
 
-def _row(family, outcome, name, mean, ci, gain, pct=float("nan")):
-    return {"family": family, "outcome": outcome, "set": name, "mean": mean, "ci": ci, "gain": gain,
-            "null_percentile": pct}
+def _row(family, outcome, name, mean, ci, gain, p=float("nan")):
+    return {"family": family, "outcome": outcome, "set": name, "mean": mean, "ci": ci, "gain": gain, "p_null": p}
 
 
 ROWS = [
-    _row("signoff", "specific_gain_lost", "retrieval", 0.2, (0.1, 0.3), 0.4, 100.0),
-    _row("signoff", "specific_gain_lost", "specific_pcs", -0.04, (-0.08, 0.0), 0.4, 90.0),
+    _row("signoff", "specific_gain_lost", "retrieval", 0.2, (0.1, 0.3), 0.4, 0.001),
+    _row("signoff", "specific_gain_lost", "specific_pcs", -0.04, (-0.08, 0.0), 0.4, 0.2),
     _row("signoff", "specific_gain_lost", "random:retrieval", 0.02, (0.0, 0.04), 0.4),
-    _row("signoff", "gain_lost", "retrieval", 9.0, (8.0, 10.0), 0.5, 100.0),  # another outcome: not drawn
-    _row("case", "gain_lost", "contrast_pcs", 0.1, (0.05, 0.15), 0.2, 95.0),
-    _row("case", "specific_gain_lost", "contrast_pcs", 0.1, (0.05, 0.15), -0.01, 95.0),
-    _row("lexicon", "specific_gain_lost", "retrieval", 0.01, (-0.02, 0.03), -0.3, 80.0),  # a loss, not a gain
+    _row("signoff", "gain_lost", "retrieval", 9.0, (8.0, 10.0), 0.5, 0.001),  # another outcome: not drawn
+    _row("case", "gain_lost", "contrast_pcs", 0.1, (0.05, 0.15), 0.2, 0.02),
+    _row("case", "specific_gain_lost", "contrast_pcs", 0.1, (0.05, 0.15), -0.01, 0.001),
+    _row("lexicon", "specific_gain_lost", "retrieval", 0.01, (-0.02, 0.03), -0.3, 0.001),  # a loss, not a gain
 ]
 OUTCOME = {"signoff": "specific_gain_lost", "case": "gain_lost", "lexicon": "specific_gain_lost"}
 
@@ -31,7 +30,7 @@ def test_share_points_divide_by_the_panels_gain_and_pair_each_set_with_its_rando
     retrieval, specific = points
     assert (retrieval.share, retrieval.low, retrieval.high) == pytest.approx((0.5, 0.25, 0.75))
     assert retrieval.random_share == pytest.approx(0.05) and math.isnan(specific.random_share)
-    assert retrieval.top_of_null and not specific.top_of_null  # 100 >= 95; 90 is not
+    assert retrieval.above_null and not specific.above_null  # Holm over the 3 drawn points: 0.003, 0.2
     assert specific.share == pytest.approx(-0.1)
 
 
@@ -39,9 +38,15 @@ def test_share_points_show_each_panels_own_outcome_and_leave_out_a_panel_without
     panels = plots.share_points(ROWS, panel="family", outcome_of=OUTCOME)
     assert list(panels) == ["signoff", "case"]  # lexicon's planted "gain" is a loss: no share of it is drawn
     gain, (contrast,) = panels["case"]
-    assert gain == 0.2 and contrast.share == pytest.approx(0.5) and contrast.top_of_null
-    nan_pct = [_row("signoff", "specific_gain_lost", "pcs", 0.1, (0.0, 0.2), 0.4)]
-    assert not plots.share_points(nan_pct, panel="family", outcome_of=OUTCOME)["signoff"][1][0].top_of_null
+    assert gain == 0.2 and contrast.share == pytest.approx(0.5) and contrast.above_null  # 0.02 * 2 after Holm
+    no_null = [_row("signoff", "specific_gain_lost", "pcs", 0.1, (0.0, 0.2), 0.4)]
+    assert not plots.share_points(no_null, panel="family", outcome_of=OUTCOME)["signoff"][1][0].above_null
+
+
+def test_a_point_at_the_top_of_a_small_null_is_not_filled_once_holm_counts_the_figure():
+    top_of_20 = [_row("signoff", "specific_gain_lost", s, 0.1, (0.0, 0.2), 0.4, 1 / 21) for s in ("pcs", "retrieval")]
+    _, points = plots.share_points(top_of_20, panel="family", outcome_of=OUTCOME)["signoff"]
+    assert not any(p.above_null for p in points)  # each p 0.048 alone; 0.095 after Holm over two
 
 
 def test_share_panels_draw_a_png_or_nothing_when_no_panel_has_a_gain(tmp_path):

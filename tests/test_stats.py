@@ -265,3 +265,43 @@ def test_ignoring_strong_user_clustering_over_rejects_while_clustered_stats_do_n
     assert rates["example_wilcoxon"] > ALPHA + 2 * TOL, rates
     for key in ("wilcoxon", "permutation", "cluster_ci"):
         assert abs(rates[key] - ALPHA) <= TOL, (key, rates)
+
+
+def test_tost_shows_equivalence_difference_or_neither_on_hand_made_user_means():
+    from harness.stats import tost
+
+    users = np.repeat(np.arange(10), 2)  # 10 users, two examples each; per-user means below
+    near_zero = np.repeat([0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.015, -0.015, 0.0], 2)
+    eq = tost(near_zero, users=users, margin=0.05)
+    m, se = 0.0, np.std(near_zero[::2], ddof=1) / np.sqrt(10)
+    assert eq.mean_diff == pytest.approx(m) and eq.n_users == 10
+    assert eq.p_tost == pytest.approx(stats.t.sf((m + 0.05) / se, 9))  # both one-sided tests alike at mean 0
+    assert eq.verdict == "equivalent within ±0.05" and eq.p_difference == pytest.approx(1.0)
+    shifted = near_zero + 0.2
+    assert tost(shifted, users=users, margin=0.05).verdict == "difference"
+    noisy = np.repeat([0.3, -0.25, 0.2, -0.3, 0.1, 0.05, -0.1, 0.25, -0.2, 0.12], 2)
+    unresolved = tost(noisy, users=users, margin=0.05)
+    assert unresolved.p_difference > 0.05 and unresolved.p_tost > 0.05
+    assert unresolved.mde > abs(unresolved.mean_diff)
+    assert unresolved.verdict == f"not resolved (MDE {unresolved.mde:.3g})"
+    no_margin = tost(near_zero, users=users, margin=float("nan"))  # no declared margin: never "equivalent"
+    assert np.isnan(no_margin.p_tost) and no_margin.verdict.startswith("not resolved")
+    assert tost(near_zero, users=users, margin=0.05, p_difference=0.01).verdict == "difference, within ±0.05"
+
+
+def test_ratio_ci_resamples_users_and_takes_the_ratio_of_means():
+    from harness.stats import bootstrap_ratio_ci
+
+    rng = np.random.default_rng(3)
+    users = np.repeat(np.arange(25), 2)
+    gain = rng.normal(0.4, 0.1, 50)
+    removed = 0.5 * gain  # every user loses exactly half: the ratio is 0.5 in every resample
+    assert bootstrap_ratio_ci(removed, gain, clusters=users, n_boot=500) == pytest.approx((0.5, 0.5))
+    removed = 0.5 * gain + rng.normal(0, 0.05, 50)
+    lo, hi = bootstrap_ratio_ci(removed, gain, clusters=users, n_boot=2000, seed=1)
+    assert lo < removed.mean() / gain.mean() < hi
+    # the same draws as bootstrap_means: with a constant denominator the ratio interval is the mean's, scaled
+    assert bootstrap_ratio_ci(removed, np.full(50, 2.0), clusters=users, n_boot=2000, seed=1) == pytest.approx(
+        tuple(np.array(bootstrap_ci(removed, clusters=users, n_boot=2000, seed=1)) / 2))
+    with pytest.raises(ValueError, match="den has 3"):
+        bootstrap_ratio_ci(removed, [1, 2, 3], clusters=users)

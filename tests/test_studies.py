@@ -12,6 +12,7 @@ import torch
 from harness import config as config_module
 from harness import ranking as ranking_module
 from harness import summary, tables
+from harness.heads import HeadSet
 from harness.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
 
@@ -69,8 +70,15 @@ def test_ablation_comparison_writes_tables_and_uses_only_evaluation_examples(fin
     assert not set(per.example_id) & set(Ranking.load(pcs.root).discovery_ids)
     assert {"specific_pcs@2", "pcs@2", "retrieval@2", "induction@2", "contrast_pcs@2"} <= set(per["set"])
     matched = per[per.family == "random_matched"]
-    assert len(matched) == 5 * (5 + 2) * per.example_id.nunique()  # each family's own null, at k = 2 and 1
-    assert set(matched.matched_to) == {"specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"}
+    merged = json.loads((abl.root / "manifest.json").read_text())["copy_heads_merged"]  # retrieval ∪ induction
+    named = {"specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"} | ({"copy_heads"} if merged else set())
+    assert len(matched) == len(named) * (5 + 2) * per.example_id.nunique()  # each family's own null, at k = 2 and 1
+    assert set(matched.matched_to) == named
+    sets = {s["name"]: s for s in json.loads((abl.root / "head_sets.json").read_text())}
+    for s in sets.values():  # --null-excludes-named (the default): no matched set holds its named set's heads
+        if s["family"] == "random_matched":
+            own = HeadSet.parse(sets[f"{s['matched_to']}@{s['k']}"]["heads"])
+            assert not HeadSet.parse(s["heads"]) & own and len(HeadSet.parse(s["heads"])) == len(own)
     for outcome in ["nll_increase", "gain_lost", "generic_damage", "specific_gain_lost"]:
         table = pd.read_csv(abl.root / f"comparison_{outcome}.csv")
         assert table.p_holm.between(0, 1).all() and (table.p_holm >= table.p_wilcoxon - 1e-12).all()
@@ -237,6 +245,9 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     assert man["n_examples_pooled"] == 6  # 3 evaluation examples per seed
     assert man["n_sets_left_out"] > 0  # seed 0's random sets #3, #4 of each named set: measured on one seed only
     assert not pd.read_csv(run.root / "set_summary_by_seed.csv").query("seed == 'pooled'").empty
+    assert set(by_seed.analysis) == {"exploratory"}  # a tiny model is in no declared family
+    copies = pd.read_csv(run.root / "copy_heads.csv")
+    assert list(copies.seed) == [0, 1] and copies.overlap.between(0, 1).all()
     seed_data = man["seed_data_sha256"]  # each seed's own draw, and a hash of them all (not the hash of no data)
     abl0 = Path(man["seed_runs"]["0"][1]) / "manifest.json"
     assert seed_data["0"] == json.loads(abl0.read_text())["data_sha256"] and set(seed_data) == {"0", "1"}
