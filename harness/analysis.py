@@ -42,6 +42,7 @@ class Primary:
     against: str
     test: str
     estimate: str
+    family: str  # the declared family it is corrected in (a control family may hold comparisons of the same kind)
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,8 @@ def content_hash(values: Mapping[str, Any]) -> str:
 
 _TOP = {"alpha", "min_null_sets", "min_near_sets", "null_excludes_named", "primary", "equivalence", "copy_heads",
         "family"}
-_PRIMARY = {"outcome", "set", "k", "against", "test", "estimate"}
-_FAMILY = _PRIMARY - {"set"} | {"name", "sets", "models", "data"}
+_PRIMARY = {"outcome", "set", "k", "against", "test", "estimate", "family"}
+_FAMILY = _PRIMARY - {"set", "family"} | {"name", "sets", "models", "data"}
 
 
 def _keys(where: str, table: Any, allowed: set[str]) -> dict:
@@ -197,7 +198,8 @@ def parse(values: Mapping[str, Any], where: str = "analysis") -> Analysis:
     primary = Primary(outcome=str(p["outcome"]), set=str(p["set"]), k=_int(f"{where} primary.k", p["k"]),
                       against=_choice(f"{where} primary.against", p["against"], AGAINST),
                       test=_choice(f"{where} primary.test", p["test"], TESTS),
-                      estimate=_choice(f"{where} primary.estimate", p["estimate"], ESTIMATES))
+                      estimate=_choice(f"{where} primary.estimate", p["estimate"], ESTIMATES),
+                      family=str(p["family"]))
     eq = _keys(f"{where} [equivalence]", top["equivalence"], {"margin_share"})
     copy = _keys(f"{where} [copy_heads]", top["copy_heads"], {"members", "min_overlap"})
     members = _names(f"{where} copy_heads.members", copy["members"])
@@ -220,9 +222,9 @@ def parse(values: Mapping[str, Any], where: str = "analysis") -> Analysis:
         raise AnalysisError(f"{where}: two families share a name ({[f.name for f in families]})")
     holding = [f.name for f in families if primary.set in f.sets and (f.outcome, f.k, f.against, f.test, f.estimate)
                == (primary.outcome, primary.k, primary.against, primary.test, primary.estimate)]
-    if len(holding) != 1:
-        raise AnalysisError(f"{where}: the primary comparison must lie in exactly one family, found in "
-                            f"{holding or 'none'}")
+    if primary.family not in holding:
+        raise AnalysisError(f"{where}: the primary comparison must lie in its declared family {primary.family!r}, "
+                            f"found in {holding or 'none'}")
     if not isinstance(top["null_excludes_named"], bool):
         raise AnalysisError(f"{where} null_excludes_named must be true or false, got {top['null_excludes_named']!r}")
     return Analysis(alpha=_fraction(f"{where} alpha", top["alpha"], closed=False),
