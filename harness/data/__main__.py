@@ -1,4 +1,5 @@
-"""`python -m harness.data NAME [--split S] [--n N] [--tokenizer]`: print a summary table of a dataset."""
+"""`python -m harness.data NAME [--split S] [--n N] [--profile-docs other|any] [--tokenizer]`: print a summary table
+of a dataset."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import statistics
 import sys
 from typing import Callable, Sequence
 
-from .records import DataError, Example
+from .records import PROFILE_DOCS, DataError, Example
 from .registry import dataset_names, load_examples
 
 
@@ -42,11 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="train")
     parser.add_argument("--n", type=int, default=None, help="seeded subset size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile-docs", choices=PROFILE_DOCS, default="other",
+                        help="profile items from the user's other documents only (default) or any")
     parser.add_argument("--tokenizer", action="store_true", help="count SmolLM2 tokens instead of whitespace words")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        examples = load_examples(args.name, args.split, n=args.n, seed=args.seed)
+        examples = load_examples(args.name, args.split, n=args.n, seed=args.seed, profile_docs=args.profile_docs)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -89,6 +89,22 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
+def lead_and_rest(text: str, skipped: dict[str, int], *, max_lead_words: int | None = None) -> tuple[str, str] | None:
+    """A paragraph's first sentence and the rest it continues with, or None (the reason counted in ``skipped``): one
+    sentence, a lead under MIN_LEAD_WORDS or a rest under MIN_ANSWER_WORDS words, a lead over ``max_lead_words``."""
+    sentences = split_sentences(text)
+    if len(sentences) < 2:
+        skipped["one sentence"] = skipped.get("one sentence", 0) + 1
+        return None
+    lead, rest = sentences[0], " ".join(sentences[1:])
+    reason = ("short lead or rest" if n_words(lead) < MIN_LEAD_WORDS or n_words(rest) < MIN_ANSWER_WORDS else
+              "long lead" if max_lead_words is not None and n_words(lead) > max_lead_words else "")
+    if reason:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        return None
+    return lead, rest
+
+
 LEAK_NGRAM = 8  # a profile item sharing any 8-word sequence with the gold text is left out of that profile
 
 
@@ -209,14 +225,9 @@ def load_conventions2012(path: str | Path | None = None) -> list[Example]:
             for row, k, p, party in paragraphs[speaker]
         ]
         for row, k, text, _ in paragraphs[speaker]:
-            sentences = split_sentences(text)
-            if len(sentences) < 2:
-                skipped["one sentence"] += 1
+            if (cut := lead_and_rest(text, skipped)) is None:
                 continue
-            lead, rest = sentences[0], " ".join(sentences[1:])
-            if n_words(lead) < MIN_LEAD_WORDS or n_words(rest) < MIN_ANSWER_WORDS:
-                skipped["short lead or rest"] += 1
-                continue
+            lead, rest = cut
             # leave out the paragraph itself and its neighbours (after short paragraphs are dropped)
             others = [w for w in writings if not (w.order[0] == row and abs(w.order[1] - k) <= 1)]
             profile, n_leaks = _profile(others, text)

@@ -18,8 +18,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .corpora import (MAX_ITEM_WORDS, MAX_OUTPUT_WORDS, MIN_ANSWER_WORDS, MIN_ITEM_WORDS, MIN_LEAD_WORDS, _ngrams,
-                      clean, n_words, split_sentences, truncate_words)
+from .corpora import MAX_ITEM_WORDS, MAX_OUTPUT_WORDS, MIN_ITEM_WORDS, _ngrams, clean, lead_and_rest, n_words, \
+    truncate_words
 from .records import DataError, Example, ProfileItem
 
 log = logging.getLogger(__name__)
@@ -84,17 +84,9 @@ def load_sotu(data_dir: str | Path | None = None) -> list[Example]:
             for g in gs:
                 holders[g].append(i)
         for i, (a, k, text) in enumerate(paras):
-            sentences = split_sentences(text)
-            if len(sentences) < 2:
-                skipped["one sentence"] += 1
+            if (cut := lead_and_rest(text, skipped, max_lead_words=MAX_LEAD_WORDS)) is None:
                 continue
-            lead, rest = sentences[0], " ".join(sentences[1:])
-            if n_words(lead) < MIN_LEAD_WORDS or n_words(rest) < MIN_ANSWER_WORDS:
-                skipped["short lead or rest"] += 1
-                continue
-            if n_words(lead) > MAX_LEAD_WORDS:
-                skipped["long lead"] += 1
-                continue
+            lead, rest = cut
             leaked = {j for g in grams[i] for j in holders[g]} - {i}
             leaks += len(leaked)
             neighbours = {j for j in (i - 1, i, i + 1) if 0 <= j < len(paras) and paras[j][0] is a}
