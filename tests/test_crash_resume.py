@@ -41,7 +41,7 @@ UNSTABLE_MANIFEST_KEYS = ("provenance", "rendered_by")  # when and how long each
 
 
 def common(model: str, results: Path) -> list[str]:
-    return ["--preset", "quick", "--model", model, "--data", "conventions2012", "--n", "6", "--results", str(results),
+    return ["--preset", "quick", "--model", model, "--data", "conventions2012", "--profile-docs", "any", "--n", "6", "--results", str(results),
             "--max-prompt-tokens", "96", "--max-target-tokens", "4", "--k-heads", "2", "--n-boot", "50",
             "--n-perm", "50"]
 

@@ -57,8 +57,8 @@ FAMILIES = ["specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"]  # 
 PLANTED = "case"  # lowercase: every gold token can carry the rule, so 8 scored tokens see it
 SEED = "1"  # with --n 4, the split seed whose evaluation users are both planted (seed 0 has one: no interval)
 DATA, PLANTED_DATA = "conventions2012", f"planted:conventions2012:{PLANTED}"
-SIZES = ["--n", "4", "--max-prompt-tokens", "128", "--max-target-tokens", "8", "--k-heads", "1", "2", "--n-boot", "200",
-         "--n-perm", "200"]
+SIZES = ["--profile-docs", "any", "--n", "4", "--max-prompt-tokens", "128", "--max-target-tokens", "8", "--k-heads",
+         "1", "2", "--n-boot", "200", "--n-perm", "200"]  # conventions2012's same-speech design: its 178 users
 # the stage-only options the pipeline passes no flags for: the quick preset's values, shrunk for the chain's duration
 # (no exact-PCS check: exact ablation on the real models is what the ablation comparison measures)
 SHRUNK = {"n_random": 2, "n_random_other": 1, "n_unmatched": 1, "n_damage": 4, "max_new_tokens": 4, "check_exact": 0,

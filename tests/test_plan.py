@@ -214,7 +214,7 @@ def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_p
     from harness.models import load_model
     from harness.remote import remote_job_counter
 
-    args = ["--preset", "quick", "--model", tiny_model_dir, "--data", "conventions2012", "--n", "6", "--results",
+    args = ["--preset", "quick", "--model", tiny_model_dir, "--data", "conventions2012", "--profile-docs", "any", "--n", "6", "--results",
             str(tmp_path), "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--k-heads", "1", "2",
             "--n-boot", "200", "--n-perm", "200", "--remote", "local"]
     # nnsight 0.8.1's local simulation cannot rerun generate_ablated's generate (see the xfail below): its requests

@@ -20,7 +20,8 @@ DPS = ["--max-new-tokens", "6", "--gammas", "1.0", "--style-alphas", "1.0", "--s
 
 
 def args(model, results, family):
-    return ["--preset", "quick", "--model", str(model), "--data", f"planted:conventions2012:{family}", "--n", "10",
+    return ["--preset", "quick", "--model", str(model), "--data", f"planted:conventions2012:{family}",
+            "--profile-docs", "any", "--n", "10",
             "--results", str(results), "--max-prompt-tokens", "192", "--max-target-tokens", "16", "--k-heads", "1",
             "2", "--n-boot", "200", "--n-perm", "200", "--framing", "prefill"]
 
@@ -55,8 +56,8 @@ def test_planted_corpus_reaches_signal_ranking_and_dps_with_marker_tables(plante
 
 def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(planted_runs, tiny_model_dir, caplog):
     results, runs = planted_runs
-    run = known_answer.main(["--model", str(tiny_model_dir), "--data", "conventions2012", "--results", str(results),
-                             "--planted", "case", "lexicon", "signoff", "--k-heads", "1", "2", "--n-boot", "200"])
+    run = known_answer.main(["--model", str(tiny_model_dir), "--data", "conventions2012", "--profile-docs", "any",
+                             "--results", str(results), "--planted", "case", "lexicon", "signoff", "--k-heads", "1", "2", "--n-boot", "200"])
     sig = pd.read_csv(run.path("signal_by_family.csv"))
     assert set(sig.family) == {"case", "lexicon"} and set(sig.group) == {"planted", "control"}
     man = json.loads(run.path("manifest.json").read_text())  # its data: the runs it read, each with its own hash

@@ -24,7 +24,8 @@ DPS = ["--max-new-tokens", "4", "--gammas", "1.0", "--style-alphas", "1.0", "--s
 
 
 def common(model, results):
-    return ["--preset", "quick", "--model", model, "--data", "conventions2012", "--n", "6", "--results", str(results),
+    return ["--preset", "quick", "--model", model, "--data", "conventions2012", "--profile-docs", "any", "--n", "6",
+            "--results", str(results),
             "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--k-heads", "1", "2", "--n-boot", "200",
             "--n-perm", "200"]
 
