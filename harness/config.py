@@ -199,8 +199,9 @@ class StudyConfig:
             raise ConfigError(f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")
         if "own" not in self.conditions:
             raise ConfigError(f"--conditions must include own (the user's profile), got {self.conditions}")
-        if self.min_new_tokens < 0:
-            raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
+        for name in ("seed", "min_new_tokens"):  # a negative seed names a folder (seed-1) that readers skip
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.k_heads or min(self.k_heads) < 1:
             raise ConfigError(f"--k-heads must be positive head-set sizes, got {self.k_heads}")
         from .data.records import DataError

@@ -81,6 +81,12 @@ def test_bad_values_are_refused_naming_the_option():
         ToyConfig.from_argv(["--min-new-tokens", "-1"])
 
 
+def test_negative_seed_is_refused_naming_the_option():
+    with pytest.raises(ConfigError, match="--seed must be >= 0, got -1"):
+        ToyConfig.from_argv(["--seed", "-1"])
+    assert ToyConfig.from_argv(["--seed", "0"]).folder().startswith("seed0/")
+
+
 def test_profile_positions_are_a_scoring_design_that_dps_refuses():
     assert RankingConfig.from_argv(["--positions", "profile"]).folder() == "seed0/pcs_ranking-mean-profile"
     assert AblationConfig.from_argv(["--positions", "profile", "--mode", "zero"]).folder() == \
