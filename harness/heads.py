@@ -59,9 +59,13 @@ class HeadSet:
 
     @classmethod
     def parse(cls, text: str, shape: ModelShape | None = None) -> "HeadSet":
-        """Parse ``"L1H2, L3H0-2 L4H*"``; validated against ``shape`` when given (needed for ``H*``)."""
+        """Parse ``"L1H2, L3H0-2 L4H*"``; validated against ``shape`` when given (needed for ``H*``). An empty spec is
+        an error, so a blank ``--heads`` never silently means "ablate nothing" (the empty set is ``HeadSet()``)."""
+        tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+        if not tokens:
+            raise ValueError(f"empty head spec {text!r}: name at least one head, like L12H3 or L12H0-3")
         heads: list[Head] = []
-        for token in filter(None, re.split(r"[,\s]+", text.strip())):
+        for token in tokens:
             m = _TOKEN.match(token.upper())
             if not m:
                 raise ValueError(f"cannot parse head {token!r}: expected forms like L12H3, L12H0-3, L2-4H1, L12H*")

@@ -46,6 +46,13 @@ def test_garbage_is_rejected_with_the_token():
         HeadSet.parse("layer3")
 
 
+def test_an_empty_head_spec_is_refused():
+    for text in ("", "  ", ", ,"):
+        with pytest.raises(ValueError, match="empty head spec"):
+            HeadSet.parse(text)
+    assert len(HeadSet()) == 0  # the empty set is still spelled explicitly
+
+
 def test_by_layer_groups_in_forward_order_and_counts():
     hs = HeadSet.parse("L5H1,L2H0,L5H0")
     assert hs.by_layer() == {2: (0,), 5: (0, 1)}
