@@ -21,9 +21,12 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from .arch import ModelShape
 
 # A preset is a set of field overrides. "quick" finishes in minutes on 2 CPU cores; "full" is the configuration whose
 # results are committed. A key that no study config declares is an error (tests/test_config.py checks every study).
@@ -211,6 +214,13 @@ class StudyConfig:
             self.donor = resolve_donor(self.donor, self.data)
         except DataError as err:
             raise ConfigError(str(err)) from None
+
+    def validate_shape(self, shape: ModelShape) -> None:
+        """Refuse what the model's shape rules out, naming the option: a top-k with more heads than the model has
+        would be every head under a top-k name. Called as soon as the shape is known, before any scoring."""
+        if max(self.k_heads) > shape.n_total:
+            raise ConfigError(f"--k-heads {max(self.k_heads)} is more than the model's {shape.n_total} heads "
+                              f"({shape})")
 
     # ---- what determines the numbers -----------------------------------------------------------------------------
     def numbers_config(self) -> dict[str, Any]:

@@ -155,8 +155,9 @@ def top_heads(scores: "torch.Tensor", k: int, *, exclude: HeadSet | None = None)
     ``exclude`` heads are skipped."""
     import torch
 
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    if not 0 <= k <= scores.numel():
+        raise ValueError(f"k must be in 0..{scores.numel()} (the heads of the {list(scores.shape)} score map), "
+                         f"got {k}")
     n_heads = scores.shape[1]
     banned = set(exclude.heads) if exclude is not None else set()
     order = torch.argsort(-scores.flatten().double(), stable=True).tolist()
