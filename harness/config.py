@@ -21,9 +21,12 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from .arch import ModelShape
 
 # A preset is a set of field overrides. "quick" finishes in minutes on 2 CPU cores; "full" is the configuration whose
 # results are committed. A key that no study config declares is an error (tests/test_config.py checks every study).
@@ -199,8 +202,9 @@ class StudyConfig:
             raise ConfigError(f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")
         if "own" not in self.conditions:
             raise ConfigError(f"--conditions must include own (the user's profile), got {self.conditions}")
-        if self.min_new_tokens < 0:
-            raise ConfigError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
+        for name in ("seed", "min_new_tokens"):  # a negative seed names a folder (seed-1) that readers skip
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not self.k_heads or min(self.k_heads) < 1:
             raise ConfigError(f"--k-heads must be positive head-set sizes, got {self.k_heads}")
         from .data.records import DataError
@@ -210,6 +214,13 @@ class StudyConfig:
             self.donor = resolve_donor(self.donor, self.data)
         except DataError as err:
             raise ConfigError(str(err)) from None
+
+    def validate_shape(self, shape: ModelShape) -> None:
+        """Refuse what the model's shape rules out, naming the option: a top-k with more heads than the model has
+        would be every head under a top-k name. Called as soon as the shape is known, before any scoring."""
+        if max(self.k_heads) > shape.n_total:
+            raise ConfigError(f"--k-heads {max(self.k_heads)} is more than the model's {shape.n_total} heads "
+                              f"({shape})")
 
     # ---- what determines the numbers -----------------------------------------------------------------------------
     def numbers_config(self) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
     if remote and remote != "local":
         check_deployed(model.repo_id, remote)
     shape = model_shape(model, cfg.model)
+    cfg.validate_shape(shape)
     examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed, profile_docs=cfg.profile_docs)
     if cfg.n is not None and len(examples) < cfg.n:
         raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")

@@ -59,9 +59,13 @@ class HeadSet:
 
     @classmethod
     def parse(cls, text: str, shape: ModelShape | None = None) -> "HeadSet":
-        """Parse ``"L1H2, L3H0-2 L4H*"``; validated against ``shape`` when given (needed for ``H*``)."""
+        """Parse ``"L1H2, L3H0-2 L4H*"``; validated against ``shape`` when given (needed for ``H*``). An empty spec is
+        an error, so a blank ``--heads`` never silently means "ablate nothing" (the empty set is ``HeadSet()``)."""
+        tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+        if not tokens:
+            raise ValueError(f"empty head spec {text!r}: name at least one head, like L12H3 or L12H0-3")
         heads: list[Head] = []
-        for token in filter(None, re.split(r"[,\s]+", text.strip())):
+        for token in tokens:
             m = _TOKEN.match(token.upper())
             if not m:
                 raise ValueError(f"cannot parse head {token!r}: expected forms like L12H3, L12H0-3, L2-4H1, L12H*")
@@ -151,8 +155,9 @@ def top_heads(scores: "torch.Tensor", k: int, *, exclude: HeadSet | None = None)
     ``exclude`` heads are skipped."""
     import torch
 
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    if not 0 <= k <= scores.numel():
+        raise ValueError(f"k must be in 0..{scores.numel()} (the heads of the {list(scores.shape)} score map), "
+                         f"got {k}")
     n_heads = scores.shape[1]
     banned = set(exclude.heads) if exclude is not None else set()
     order = torch.argsort(-scores.flatten().double(), stable=True).tolist()

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from scipy.stats import binomtest
 
+from .urls import checked_host_url
+
 VERDICTS = ("A", "B", "tie", "invalid")
 
 JUDGE_TEMPLATE = """\
@@ -152,6 +154,10 @@ class OpenAIChatBackend:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise JudgeBackendError("no judge endpoint: pass base_url or set OPENAI_BASE_URL")
+        try:  # the endpoint receives the key and every prompt: https, or http on this machine only
+            base_url = checked_host_url(base_url, "judge endpoint (base_url / OPENAI_BASE_URL)")
+        except ValueError as err:
+            raise JudgeBackendError(str(err)) from None
         key = os.environ.get(api_key_env)
         if not key:
             raise JudgeBackendError(

@@ -100,7 +100,8 @@ def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: 
     measured are computed, so a resume or a changed ranking measures exactly what is missing.
     """
     ck = run.checkpoint("losses")
-    unique = sorted({str(s.heads) for s in sets})
+    by_name = {str(s.heads): s.heads for s in sets}  # the set itself, not its text re-parsed (an empty set is "")
+    unique = sorted(by_name)
     masks = {e.example_id: gold_marker_mask(setup.tokenizer, e, setup.prompts[e.example_id].target,
                                             max_target_tokens=setup.max_target_tokens)
              for e in setup.split.evaluation if e.planted is not None}
@@ -120,7 +121,7 @@ def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: 
         have = {h: v for h, v in rec.get("losses", {}).items() if h not in missing}
         item = setup.tokenized(ex.example_id, cond)
         mask = masks.get(ex.example_id)
-        clean, losses = setup.call(ablated_losses, setup.model, item, [HeadSet.parse(h) for h in missing],
+        clean, losses = setup.call(ablated_losses, setup.model, item, [by_name[h] for h in missing],
                                    positions=positions, batch_size=batch_size, per_token=mask is not None,
                                    remote=setup.remote, what=f"ablation sets on {key}", **setup.ablation)
         if mask is None:

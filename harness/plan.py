@@ -486,6 +486,7 @@ def build_inputs(cfg: Any, families: Sequence[str] | None = None) -> Inputs:
             _INPUTS[key] = Inputs(cfg, shape_of(config, cfg.model), _parameters(config), True, split, examples, [])
         else:
             _INPUTS[key] = _local_inputs(cfg, examples, split)
+    cfg.validate_shape(_INPUTS[key].shape)
     return dataclasses.replace(_INPUTS[key], cfg=cfg, families=list(families or _families(cfg)), memo={})
 
 

@@ -25,6 +25,8 @@ from typing import Callable, Iterator, TypeVar
 from nnsight.intervention.backends.remote import RemoteError
 from nnsight.schema.config import CONFIG, Config
 
+from .urls import checked_host_url
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ def _ndif_host(remote: bool | str | None) -> str | None:
     if remote is None or remote is False:
         return None
     if remote is True:
-        return os.environ.get(HOST_ENV) or Config.load().API.HOST
+        host, source = (os.environ[HOST_ENV], f"${HOST_ENV}") if os.environ.get(HOST_ENV) else \
+            (Config.load().API.HOST, "nnsight's API.HOST")
+        return _checked(host, source)
     if not isinstance(remote, str):
         raise RemoteSetupError(f"remote must be bool, 'local', 'ndif' or an http(s) URL, got {remote!r}")
     value = remote.strip()
@@ -55,12 +59,20 @@ def _ndif_host(remote: bool | str | None) -> str | None:
         return None
     if value.lower() in _TRUE:
         return _ndif_host(True)
-    if value.startswith(("http://", "https://")):
-        return value.rstrip("/")
+    if "://" in value:
+        return _checked(value, "remote")
     raise RemoteSetupError(
         f"remote={remote!r} is not understood: use False, 'local', True/'ndif' (host from ${HOST_ENV}) "
         "or a host URL like 'http://127.0.0.1:8001'"
     )
+
+
+def _checked(url: str, what: str) -> str:
+    """``url`` as a safe NDIF host (:func:`harness.urls.checked_host_url`) without its trailing slash."""
+    try:
+        return checked_host_url(url, what).rstrip("/")
+    except ValueError as err:
+        raise RemoteSetupError(str(err)) from None
 
 
 def runs_here(remote: bool | str | None) -> bool:

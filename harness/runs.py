@@ -39,10 +39,30 @@ PACKAGES = ("torch", "transformers", "nnsight", "numpy", "scipy", "statsmodels",
 
 
 def slug(text: str) -> str:
-    """A folder-safe name: ``meta-llama/Llama-3.1-8B`` -> ``meta-llama--Llama-3.1-8B``; a path -> its stem."""
+    """A folder-safe name: ``meta-llama/Llama-3.1-8B`` -> ``meta-llama--Llama-3.1-8B``; a path -> its stem. Only
+    letters, digits, ``.``, ``_`` and ``-`` survive and leading dots go, so no name is ``..`` or a hidden folder."""
     if os.path.sep in text and os.path.exists(text):
         text = Path(text).stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("/", "--")).strip("-") or "unnamed"
+    return re.sub(r"^[.-]+|-+$", "", re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("/", "--"))) or "unnamed"
+
+
+def inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path`` lies strictly below ``root``, judged on the absolute, normalised paths (``..`` resolved)."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    return path != root and path.is_relative_to(root)
+
+
+def harness_wrote(folder: Path) -> bool:
+    """Whether ``folder`` is empty or a run folder this harness wrote (its ``config.json`` a JSON object): the only
+    folders ``--fresh`` may delete."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if not any(folder.iterdir()):
+        return True
+    try:
+        return isinstance(json.loads((folder / "config.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def atomic_write(path: Path, data: str | bytes) -> Path:
@@ -213,7 +233,11 @@ class Run:
              fresh: bool = False, command: str = "") -> "Run":
         """Open ``results/<model>/<data>/<study>``. A previous run with another numbers config is refused, naming
         every changed field (``fresh=True`` discards the old folder), so resumed work is never mixed across settings."""
+        from .config import ConfigError
+
         root = Path(results) / slug(model) / slug(data) / study  # study may hold a subfolder: seed0/pcs_ranking
+        if not inside(root, results):
+            raise ConfigError(f"the run folder {root} is not inside --results {results}; nothing was written")
         return cls.open_folder(root, config, fresh=fresh, command=command)
 
     @classmethod
@@ -221,10 +245,13 @@ class Run:
         """Open the run folder ``root`` as :meth:`open` does (another numbers config refused field by field,
         ``fresh=True`` discards it, a killed write's temporaries removed): for studies whose folder is not
         ``results/<model>/<data>/<study>`` (one that reads every model's results)."""
-        from .config import RunMismatch, config_diff
+        from .config import ConfigError, RunMismatch, config_diff
 
         root = Path(root)
-        if fresh and root.exists():
+        if fresh and (root.exists() or root.is_symlink()):
+            if not harness_wrote(root):
+                raise ConfigError(f"--fresh refused: {root} is not empty and holds no config.json this harness wrote, "
+                                  "so it is no run folder of ours; nothing was deleted")
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(root)  # a run killed inside atomic_write leaves its temporary

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from harness.arch import ModelShape
 from harness.config import PRESETS, ConfigError, StudyConfig, config_diff, option, preset_keys_known
 from harness.runs import Run
 from studies.ablation_comparison import AblationConfig
@@ -79,6 +80,19 @@ def test_bad_values_are_refused_naming_the_option():
         ToyConfig.build({"n_randm": 3})
     with pytest.raises(ConfigError, match="--min-new-tokens must be >= 0"):
         ToyConfig.from_argv(["--min-new-tokens", "-1"])
+
+
+def test_negative_seed_is_refused_naming_the_option():
+    with pytest.raises(ConfigError, match="--seed must be >= 0, got -1"):
+        ToyConfig.from_argv(["--seed", "-1"])
+    assert ToyConfig.from_argv(["--seed", "0"]).folder().startswith("seed0/")
+
+
+def test_k_heads_beyond_the_models_head_count_is_refused_naming_both():
+    shape = ModelShape("toy", n_layers=2, n_heads=3, head_dim=4, n_kv_heads=3)
+    with pytest.raises(ConfigError, match=r"--k-heads 1000 is more than the model's 6 heads \(toy: 2 layers x 3"):
+        ToyConfig.from_argv(["--k-heads", "1", "1000"]).validate_shape(shape)
+    ToyConfig.from_argv(["--k-heads", "1", "6"]).validate_shape(shape)  # every head is a legal top-k
 
 
 def test_profile_positions_are_a_scoring_design_that_dps_refuses():

@@ -46,6 +46,13 @@ def test_garbage_is_rejected_with_the_token():
         HeadSet.parse("layer3")
 
 
+def test_an_empty_head_spec_is_refused():
+    for text in ("", "  ", ", ,"):
+        with pytest.raises(ValueError, match="empty head spec"):
+            HeadSet.parse(text)
+    assert len(HeadSet()) == 0  # the empty set is still spelled explicitly
+
+
 def test_by_layer_groups_in_forward_order_and_counts():
     hs = HeadSet.parse("L5H1,L2H0,L5H0")
     assert hs.by_layer() == {2: (0,), 5: (0, 1)}
@@ -145,3 +152,14 @@ def test_top_heads_orders_by_score_then_position_and_skips_excluded():
     assert top_heads(scores, 3) == HeadSet.parse("L0H1,L0H2,L1H0")
     assert top_heads(scores, 2, exclude=HeadSet.parse("L0H1")) == HeadSet.parse("L0H2,L1H0")
     assert top_heads(scores, 0) == HeadSet()
+
+
+def test_top_heads_refuses_more_heads_than_the_map_has():
+    import torch
+
+    from harness.heads import top_heads
+
+    scores = torch.zeros(2, 3)
+    assert len(top_heads(scores, 6)) == 6
+    with pytest.raises(ValueError, match=r"k must be in 0\.\.6 .*got 7"):
+        top_heads(scores, 7)

@@ -234,6 +234,15 @@ def test_openai_backend_unreachable_endpoint_gives_clear_error(api_key):
         backend.complete(["p"])
 
 
+@pytest.mark.parametrize("url", ["http://judge.example.org/v1", "file:///tmp/v1", "https://k:secret@judge.example.org"])
+def test_openai_backend_refuses_an_unsafe_endpoint_from_the_argument_or_environment(api_key, monkeypatch, url):
+    with pytest.raises(JudgeBackendError, match="judge endpoint"):
+        OpenAIChatBackend("m", base_url=url)
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with pytest.raises(JudgeBackendError, match="judge endpoint"):
+        OpenAIChatBackend("m")
+
+
 def test_openai_backend_needs_a_base_url(api_key, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(JudgeBackendError, match="pass base_url or set OPENAI_BASE_URL"):

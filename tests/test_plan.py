@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from harness.arch import shape_of
+from harness.config import ConfigError
 from harness.heads import HeadSet
 from harness.models import HOSTED, REMOTE_ALIASES, hosted_config
 from harness.plan import Work, decoding, scoring, study_plan
@@ -186,6 +187,13 @@ def test_plan_requests_grow_with_examples_not_heads(tmp_path):
     big_model = study_plan(pcs_ranking.RankingConfig.from_argv(
         ["--preset", "quick", "--model", "llama-3.1-70b", "--results", str(tmp_path), "--n", "12"])).total
     assert large.requests > small.requests and big_model.requests == small.requests
+
+
+def test_plan_refuses_k_heads_beyond_the_hosted_models_head_count(tmp_path):
+    cfg = pcs_ranking.RankingConfig.from_argv(["--preset", "quick", "--model", "llama-3.1-8b", "--results",
+                                               str(tmp_path), "--n", "12", "--k-heads", "1", "2000"])
+    with pytest.raises(ConfigError, match=r"--k-heads 2000 is more than the model's 1024 heads"):
+        study_plan(cfg)
 
 
 def test_seeds_summary_plan_does_no_model_work(tmp_path, capsys):

@@ -274,8 +274,21 @@ def test_resolved_remote_resolves_to_the_same_host(monkeypatch):
 
 def test_resolve_remote_url_sets_host(monkeypatch):
     monkeypatch.delenv("NDIF_HOST", raising=False)
-    assert resolve_remote("http://10.0.0.7:8001/") == "http://10.0.0.7:8001"
-    assert CONFIG.API.HOST == "http://10.0.0.7:8001"
+    assert resolve_remote("https://10.0.0.7:8001/") == "https://10.0.0.7:8001"
+    assert CONFIG.API.HOST == "https://10.0.0.7:8001"
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.7:8001", "file:///tmp/ndif", "ftp://api.ndif.us",
+                                 "https://me:secret@api.ndif.us"])
+def test_resolve_remote_refuses_an_unsafe_host_url_from_the_option_or_ndif_host(monkeypatch, url):
+    host = CONFIG.API.HOST
+    monkeypatch.delenv("NDIF_HOST", raising=False)
+    with pytest.raises(RemoteSetupError, match="^remote ") as err:
+        resolve_remote(url)
+    monkeypatch.setenv("NDIF_HOST", url)
+    with pytest.raises(RemoteSetupError, match=r"^\$NDIF_HOST "):
+        resolve_remote(True)
+    assert CONFIG.API.HOST == host and "secret" not in str(err.value)  # nothing was set, no password repeated
 
 
 def test_resolve_remote_rejects_unknown_value():

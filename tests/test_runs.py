@@ -279,6 +279,48 @@ def test_fresh_discards_the_old_run_and_starts_empty(tmp_path):
     assert len(provenance) == 1 and provenance[0]["rows_computed"] == 1  # the old run's provenance went with it
 
 
+def test_fresh_refuses_a_folder_the_harness_did_not_write_and_deletes_nothing(tmp_path):
+    foreign = tmp_path / "tiny" / "toy" / "seed0" / "study"
+    foreign.mkdir(parents=True)
+    (foreign / "thesis.tex").write_text("mine\n")
+    with pytest.raises(ConfigError, match=r"--fresh refused: .* no config.json this harness wrote.*nothing was deleted"):
+        _open(tmp_path, {"n": 1}, fresh=True)
+    (foreign / "config.json").write_text("not json")
+    with pytest.raises(ConfigError, match="--fresh refused"):
+        _open(tmp_path, {"n": 1}, fresh=True)
+    assert (foreign / "thesis.tex").read_text() == "mine\n"
+
+
+def test_fresh_deletes_an_empty_folder_or_one_holding_the_harness_config(tmp_path):
+    (tmp_path / "tiny" / "toy" / "seed0" / "study").mkdir(parents=True)
+    _open(tmp_path, {"n": 1}, fresh=True)
+    assert runs.harness_wrote(_open(tmp_path, {"n": 1}).root)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../..", "../../escaped", "/", "a/../../b", "..\\x", "\x00..",
+                                  "line\nbreak", ".hidden", "\t"])
+def test_model_and_data_names_never_lead_a_run_outside_the_results_root(tmp_path, name):
+    results = tmp_path / "results"
+    for model, data in [(name, "toy"), ("tiny", name), (name, name)]:
+        run = Run.open(results, model, data, "seed0/study", {"study": "study"})
+        assert runs.inside(run.root, results) and run.root.resolve().is_relative_to(results.resolve())
+        slugged = runs.slug(name)
+        assert slugged not in {"", ".", ".."} and not slugged.startswith(".")
+        assert not any(c in slugged for c in "/\\") and slugged.isprintable()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_a_study_folder_outside_the_results_root_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="is not inside --results"):
+        Run.open(tmp_path / "results", "m", "d", "../../../escaped", {"study": "study"})
+    assert not any(tmp_path.iterdir())
+
+
+def test_slug_keeps_ordinary_model_and_data_names():
+    assert runs.slug("meta-llama/Llama-3.1-8B") == "meta-llama--Llama-3.1-8B"
+    assert runs.slug("sotu") == "sotu" and runs.slug("smollm2-135m") == "smollm2-135m"
+
+
 def test_fresh_with_the_same_configuration_recomputes_everything(tmp_path):
     run = _open(tmp_path, {"n": 1})
     run.checkpoint("losses").add("ex1", loss=1.0)
