@@ -477,7 +477,7 @@ def build_inputs(cfg: Any, families: Sequence[str] | None = None) -> Inputs:
             raise ConfigError(f"--plan has no shape facts for {cfg.model} offline: it knows the local models "
                               f"({', '.join(sorted(SOURCES))}), local folders and the hosted ones "
                               "(harness.models.HOSTED)")
-        examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed)
+        examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed, profile_docs=cfg.profile_docs)
         if cfg.n is not None and len(examples) < cfg.n:
             raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")
         split = split_discovery_evaluation(examples, eval_fraction=cfg.eval_fraction, seed=cfg.seed,

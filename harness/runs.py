@@ -403,10 +403,11 @@ def sibling_rows(siblings: Iterable[Path], name: str, config: dict, fields: Sequ
     key. The files are only read: a torn last line (a run killed, or still writing) is left out, not repaired."""
     from .config import config_hash
 
-    mine, out = {f: config.get(f) for f in fields}, {}
+    absent = object()  # a field a config leaves out (an option at its ``added_as`` value) matches only its absence
+    mine, out = {f: config.get(f, absent) for f in fields}, {}
     for sibling in siblings:
         theirs = json.loads((sibling / "config.json").read_text())
-        if any(f not in theirs for f in fields) or {f: theirs[f] for f in fields} != mine:
+        if {f: theirs.get(f, absent) for f in fields} != mine:
             continue
         lent = sibling / "checkpoints" / f"{name}.{config_hash(theirs)}.jsonl"
         if not lent.exists():
