@@ -174,7 +174,8 @@ def _signal_numbers(out: dict[str, Number], tag: tuple[str, ...], folder: Path) 
         _with_ci(out, base, r["mean"], r["ci"])
         out[macro_name(*base, "users")] = _count(r["n_users"])
     if (folder / "mde.csv").exists():
-        for _, r in pd.read_csv(folder / "mde.csv").iterrows():
+        # a run whose evaluation users number one of the standard sizes lists that size twice (signal before 253f0bf)
+        for _, r in pd.read_csv(folder / "mde.csv").drop_duplicates("n_users").iterrows():
             at = "evaluation" if r["what"].startswith("at the evaluation") else f"at {int(r['n_users'])}"
             out[macro_name(*tag, "mde", at)] = _num(r["mde"])
             out[macro_name(*tag, "mde", at, "share")] = _num(r["share_of_gain"], 2)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> Run:
     setup, run = start(cfg, ablates=False)
     n_eval_users = len({e.user_id for e in setup.split.evaluation})
     sizing = [{"what": "at the evaluation users" if users == n_eval_users else "at", **prior_mde(
-        setup.signal, users, n_tests=cfg.n_tests)} for users in (n_eval_users, 16, 32, 64, 128, 256)]
+        setup.signal, users, n_tests=cfg.n_tests)} for users in dict.fromkeys((n_eval_users, 16, 32, 64, 128, 256))]
     sd, gain = sizing[0]["sd_user"], sizing[0]["discovery_gain"]
     tables.write_tables(sizing, [("what", "MDE"), ("n_users", "evaluation users"), ("mde", "MDE (nats)"),
                                  ("share_of_gain", "MDE / discovery gain"), ("from", "from")], run.root, "mde",
