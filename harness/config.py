@@ -227,10 +227,13 @@ class StudyConfig:
         """Every field that can change a number (all but runtime-only ones), plus the study's name."""
         out = {"study": self.study}
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not f.metadata.get("runtime") and value != f.metadata.get("added_as", _NOT_ADDED):
-                out[f.name] = _plain(value)
+            if not f.metadata.get("runtime") and self._recorded(f):
+                out[f.name] = _plain(getattr(self, f.name))
         return out
+
+    def _recorded(self, f: dataclasses.Field) -> bool:
+        """Whether a field's value is recorded: all but an option at its ``added_as`` value (see ``option``)."""
+        return getattr(self, f.name) != f.metadata.get("added_as", _NOT_ADDED)
 
     def folder(self, study: str | None = None) -> str:
         """The run folder of ``study`` (default: this one), below ``results/<model>/<data>/``: ``seed<seed>/<study>``
@@ -250,13 +253,8 @@ class StudyConfig:
     def subset(self, *names: str) -> dict[str, Any]:
         """The named fields (what a derived artefact depends on), less those that hold their ``added_as`` value (as
         in ``numbers_config``)."""
-        numbers = self.numbers_config()
-        return {name: _plain(getattr(self, name)) for name in names
-                if name in numbers or self._field(name).metadata.get("runtime")}
-
-    @classmethod
-    def _field(cls, name: str) -> dataclasses.Field:
-        return next(f for f in dataclasses.fields(cls) if f.name == name)
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        return {name: _plain(getattr(self, name)) for name in names if self._recorded(fields[name])}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

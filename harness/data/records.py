@@ -75,12 +75,17 @@ class Example:
 PROFILE_DOCS = ("other", "any")
 
 
+def check_profile_docs(profile_docs: str) -> None:
+    """Refuse a ``--profile-docs`` value that is not one of ``PROFILE_DOCS``, naming it."""
+    if profile_docs not in PROFILE_DOCS:
+        raise DataError(f"unknown --profile-docs {profile_docs!r}; choose {' or '.join(PROFILE_DOCS)}")
+
+
 def restrict_profile_docs(examples: list[Example], profile_docs: str) -> list[Example]:
     """Examples whose profile holds only the user's *other* documents (``other``: the default; an example left with
     no profile is dropped) or every item the loader found (``any``, same-document items included). Either way the
     items of the example's own document are also kept apart in ``same_doc``, for the same-document signal."""
-    if profile_docs not in PROFILE_DOCS:
-        raise DataError(f"unknown --profile-docs {profile_docs!r}; choose {' or '.join(PROFILE_DOCS)}")
+    check_profile_docs(profile_docs)
     out = []
     for e in examples:
         own = [bool(e.doc_id) and d == e.doc_id for d in map(_DOC_ID, e.profile)]

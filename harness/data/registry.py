@@ -11,7 +11,7 @@ from .corpora import load_conventions2012, load_debates2016
 from .sotu import load_sotu
 from .longlamp import CONFIGS, load_longlamp, load_longlamp_file
 from .planted import FAMILIES, PREFIX as PLANTED_PREFIX, PlantedSpec, parse_planted_name, plant
-from .records import PROFILE_DOCS, DataError, Example, restrict_profile_docs
+from .records import DataError, Example, check_profile_docs, restrict_profile_docs
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def load_examples(name: str, split: str = "train", *, n: int | None = None, seed
     """Examples of a named dataset split; n takes a seeded subset (kept in dataset order). ``profile_docs="other"``
     keeps only profile items from the user's other documents (an example with none is dropped); ``any`` keeps the
     example's own document's items too (records.restrict_profile_docs)."""
-    if profile_docs not in PROFILE_DOCS:
-        raise DataError(f"unknown --profile-docs {profile_docs!r}; choose {' or '.join(PROFILE_DOCS)}")
+    check_profile_docs(profile_docs)  # before a corpus is loaded
     if name.startswith(PLANTED_PREFIX):
         examples = list(_planted(parse_planted_name(name), split))
     elif name in CORPORA:
