@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from harness.ablation import ablate
-from harness.arch import shape_of
-from harness.heads import HeadSet
-from harness.models import hf_module, load_model
+from harness.intervene.ablation import ablate
+from harness.models.arch import shape_of
+from harness.intervene.heads import HeadSet
+from harness.models.registry import hf_module, load_model
 
 from .common import time_pair
 

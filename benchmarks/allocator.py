@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from harness.models import load_model
-from harness.pcs import ablated_losses
+from harness.models.registry import load_model
+from harness.intervene.pcs import ablated_losses
 
 from .common import child_json
 from .target_ablation_speed import PROFILE_A, example, peak_rss, v2_sets

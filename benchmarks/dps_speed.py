@@ -17,9 +17,9 @@ import argparse
 
 import torch
 
-from harness.decoding import Contrast, decode, encode
-from harness.heads import HeadSet
-from harness.models import hf_module, load_model
+from harness.generation.decoding import Contrast, decode, encode
+from harness.intervene.heads import HeadSet
+from harness.models.registry import hf_module, load_model
 
 from .common import time_pair
 

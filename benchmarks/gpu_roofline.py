@@ -1,6 +1,6 @@
 """How close do real forwards come to the roofline that ``--plan`` projects NDIF time with?
 
-``harness.plan.projection`` projects a hosted run's accelerator time at peak rates: every forward reads the weights
+``harness.study.plan.projection`` projects a hosted run's accelerator time at peak rates: every forward reads the weights
 once and does 2 FLOPs per parameter per token (a lower bound). This benchmark runs the shapes a study sends on an
 8B-shaped Llama (Llama-3.1-8B's config, random bf16 weights: the time does not depend on the values) on whatever
 accelerator it finds, and prints each shape's measured time beside the same roofline for that accelerator, so the
@@ -12,9 +12,9 @@ projection's lower bound can be scaled by a measured efficiency:
   (the harness's ablation site), so the hook's cost is measured too;
 - ``decode``: DPS's two branches, 2 rows x 1 token per step against a 512-token cache;
 - ``harness target+ablate``: what a study runs for the ``target`` shape, through the harness's own code
-  (``harness.pcs.ablated_losses``: an nnsight session that caches the 450-token prompt, scores the clean row and the
+  (``harness.intervene.pcs.ablated_losses``: an nnsight session that caches the 450-token prompt, scores the clean row and the
   16 head-set rows, each set one head per layer as the hook above zeroes): nnsight's cost on a fast accelerator;
-- ``harness decode step``: one DPS step through ``harness.decoding.decode`` (both branches in one batch, the masked
+- ``harness decode step``: one DPS step through ``harness.generation.decoding.decode`` (both branches in one batch, the masked
   one ablating one head per layer), from the time of 17 steps less that of 1 over a 512-token prompt; needs a
   tokenizer (``--tokenizer``, a folder; default SmolLM2's when it is materialized).
 
@@ -32,11 +32,11 @@ import time
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from harness.decoding import Sampling, decode as harness_decode
-from harness.heads import Head, HeadSet
-from harness.models import place
-from harness.pcs import TokenizedInput, ablated_losses
-from harness.plan import PROJECTION, Work, projection
+from harness.generation.decoding import Sampling, decode as harness_decode
+from harness.intervene.heads import Head, HeadSet
+from harness.models.registry import place
+from harness.intervene.pcs import TokenizedInput, ablated_losses
+from harness.study.plan import PROJECTION, Work, projection
 
 LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
@@ -48,7 +48,7 @@ PEAKS = {"H200": (989e12, 4.8e12), "H100": (989e12, 3.35e12), "A100": (PROJECTIO
 
 
 def peaks(device: torch.device) -> dict | None:
-    """The found GPU as an accelerator for ``harness.plan.projection`` (bf16 weights), or None."""
+    """The found GPU as an accelerator for ``harness.study.plan.projection`` (bf16 weights), or None."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -59,7 +59,7 @@ def peaks(device: torch.device) -> dict | None:
 
 
 def roofline(n_params: int, tokens: int, accelerator: dict) -> dict:
-    """One forward of ``tokens`` positions: ``harness.plan.projection``'s sum (weights read once + 2 FLOPs per
+    """One forward of ``tokens`` positions: ``harness.study.plan.projection``'s sum (weights read once + 2 FLOPs per
     parameter per token) and the tighter max of its two terms."""
     read = projection(n_params, Work("read", forwards=1), accelerator)
     compute = projection(n_params, Work("compute", tokens=tokens), accelerator)
@@ -94,7 +94,7 @@ def _tokenizer(folder: str | None):
 
     if folder:
         return AutoTokenizer.from_pretrained(folder)
-    from harness.models import resolve
+    from harness.models.registry import resolve
 
     try:
         return AutoTokenizer.from_pretrained(resolve("smollm2-135m"))

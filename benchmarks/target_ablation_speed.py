@@ -27,10 +27,10 @@ from typing import Iterator
 
 import torch
 
-from harness.arch import shape_of
-from harness.heads import Head, HeadSet, random_headset
-from harness.models import load_model
-from harness.pcs import BATCH_SIZE, TokenizedInput, ablated_losses
+from harness.models.arch import shape_of
+from harness.intervene.heads import Head, HeadSet, random_headset
+from harness.models.registry import load_model
+from harness.intervene.pcs import BATCH_SIZE, TokenizedInput, ablated_losses
 
 from .common import child_json, time_pair
 

@@ -4,7 +4,7 @@
 
 Head sets come from the ranking run (discovery split); every number is measured on the disjoint evaluation split (the
 study refuses otherwise). Per evaluation example, prompt variant and head set: the ablated gold NLL, from which each
-outcome of ``harness.outcomes``. Tables: the primary family vs every other family and the random sets matched to it
+outcome of ``harness.analysis.outcomes``. Tables: the primary family vs every other family and the random sets matched to it
 (paired, user-clustered, Holm), a per-set summary with the null position, a k sweep, ROUGE-L of generations.
 """
 
@@ -17,17 +17,21 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm import tqdm
 
-from harness import analysis, outcomes, tables
-from harness.config import ConfigError, StudyConfig, option
+from harness.analysis import declared as analysis
+from harness.analysis import outcomes
+from harness.analysis import tables
+from harness.errors import ConfigError
+from harness.study.config import StudyConfig, option
 from harness.data import assert_not_used_for_ranking
-from harness.experiment import finish, start
-from harness.generation import generate_ablated
-from harness.measure import ablation_losses, comparison_sets, copy_head_unions
-from harness.report import ablation_report
-from harness.metrics import rouge
-from harness.ranking import load_ranking
-from harness.runs import Run, relative_path, write_csv, write_json
-from harness.signal import prior_mde
+from harness.study.lifecycle import finish, start
+from harness.generation.methods import generate_ablated
+from harness.study.measure import ablation_losses, comparison_sets, copy_head_unions
+from harness.analysis.report import ablation_report
+from harness.analysis.metrics import rouge
+from harness.scorers.ranking import load_ranking
+from harness.runs.folder import Run
+from harness.runs.files import relative_path, write_csv, write_json
+from harness.study.signal import prior_mde
 
 log = logging.getLogger("harness")
 

@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from harness import tables
+from harness.analysis import declared, tables
 from harness.data.planted import FAMILIES as PLANTED
-from harness.heads import HeadSet
-from harness.logs import configure as configure_logging
-from harness.ranking import Ranking, jaccard
-from harness.runs import Run, relative_path, save_figure, slug
+from harness.intervene.heads import HeadSet
+from harness.runs.logs import configure as configure_logging
+from harness.scorers.ranking import Ranking, jaccard
+from harness.runs.folder import Run
+from harness.runs.files import relative_path, save_figure, slug
 
 log = logging.getLogger("harness")
 
@@ -494,6 +495,7 @@ def main(argv: list[str] | None = None) -> Run | None:
 
     digests = [_sha256(e.folder / "ranking.json") for e in entries]
     run.manifest(seed=sorted({e.seed for e in entries}), model=model_order(entries),
+                 analysis_hash=declared.current_hash(),
                  data=sorted({e.data for e in entries}, key=data_order), extra={
                      "data_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),  # of the rankings read
                      "rankings": [

@@ -16,18 +16,22 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness import outcomes, plots, tables
-from harness.config import ConfigError, StudyConfig, option
+from harness.analysis import outcomes
+from harness.analysis import plots
+from harness.analysis import tables
+from harness.errors import ConfigError
+from harness.study.config import StudyConfig, option
 from harness.data import assert_not_used_for_ranking
-from harness.decoding import delta_logits_report, plot_delta_logits
-from harness.experiment import finish, start
-from harness.generation import comparison_generations
-from harness.heads import random_headset
-from harness.measure import generations, score_generations
-from harness.metrics import METEOR_VARIANT
-from harness.ranking import load_ranking
-from harness.runs import Run, relative_path, write_csv, write_json
-from harness.steering import StyleVectors, chosen_style, fit_and_choose
+from harness.generation.decoding import delta_logits_report, plot_delta_logits
+from harness.study.lifecycle import finish, start
+from harness.generation.methods import comparison_generations
+from harness.intervene.heads import random_headset
+from harness.study.measure import generations, score_generations
+from harness.analysis.metrics import METEOR_VARIANT
+from harness.scorers.ranking import load_ranking
+from harness.runs.folder import Run
+from harness.runs.files import relative_path, write_csv, write_json
+from harness.generation.steering import StyleVectors, chosen_style, fit_and_choose
 
 METRICS = ("rouge1", "rougeL", "meteor", "style_similarity")
 REPORTED = (*METRICS, "continues")  # with the share of generations that continue the text
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> Run:
     write_json(run.path("delta_logits_example.json"), [r.__dict__ for r in report])
     plot_delta_logits(report, str(run.path("delta_logits_example.png")))
     if cfg.judge != "none":
-        from harness.judge import judge_generations
+        from harness.generation.judge import judge_generations
 
         write_json(run.path("judge.json"), judge_generations(
             setup, cfg.judge, cfg.judge_model, evaluation, [[p.text for p in e.profile] for e in evaluation],

@@ -34,12 +34,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import outcomes, plots, tables
-from harness.config import ConfigError, StudyConfig, option
+from harness.analysis import outcomes
+from harness.analysis import plots
+from harness.analysis import declared, tables
+from harness.errors import ConfigError
+from harness.study.config import StudyConfig, option
 from harness.data.planted import FAMILIES
-from harness.experiment import begin
-from harness.ranking import Ranking, jaccard
-from harness.runs import Run, hash_of, slug, source_data
+from harness.study.lifecycle import begin
+from harness.scorers.ranking import Ranking, jaccard
+from harness.runs.folder import Run
+from harness.runs.provenance import hash_of, source_data
+from harness.runs.files import slug
 
 log = logging.getLogger("harness")
 
@@ -220,7 +225,8 @@ def main(argv: list[str] | None = None) -> Run:
                                   ("planted_b", "vs"), ("jaccard", "Jaccard"), ("shared", "heads shared")],
                         run.root, "overlap_across_families")
     read = source_data(p for folders in runs.values() for p in folders.values() if (p / "manifest.json").exists())
-    run.manifest(seed=cfg.seed, model=cfg.model, data=f"planted:{cfg.data}", data_sha256=hash_of(read), extra={
+    run.manifest(seed=cfg.seed, model=cfg.model, data=f"planted:{cfg.data}", data_sha256=hash_of(read),
+                 analysis_hash=declared.current_hash(), extra={
         "runs": {f: {s: str(p) for s, p in folders.items()} for f, folders in runs.items()}, "run_data_sha256": read})
     return run
 

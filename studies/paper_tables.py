@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.claims import Number
-from harness.runs import atomic_write
-from harness.summary import signal_source
-from harness.tables import MISSING, format_number, tex_cell
+from harness.analysis.claims import Number
+from harness.runs.files import atomic_write
+from harness.analysis.summary import signal_source
+from harness.analysis.tables import MISSING, format_number, tex_cell
 
 
 def _tex_number(text: str) -> str:
@@ -348,7 +348,7 @@ class _Once(dict):
 
 def v2_numbers(results: Path) -> dict[str, Number]:
     """Every number of the v2 paper, from ``results/<model>/<data>/seed<k>/<study>`` folders: the macro name ->
-    its value (for the claims, :mod:`harness.claims`) and its printed text (for ``macros.tex``).
+    its value (for the claims, :mod:`harness.analysis.claims`) and its printed text (for ``macros.tex``).
 
     Names are ``<Model><Data>[Seed<k>]<what>``; an ablation run's design is part of its name (``Abl`` for the
     primary mean/target design, ``AblZeroAll`` for ``ablation_comparison-zero-all``; ``Dps`` for the DPS run); the
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> Path:
                          "for --results, and write nothing")
     args = ap.parse_args(argv)
     if args.claims:
-        from harness.claims import load_claims, report
+        from harness.analysis.claims import load_claims, report
 
         print(report(load_claims(args.claims), v2_numbers(Path(args.results))), flush=True)
         return Path(args.out)

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness import plots, tables
-from harness.config import StudyConfig, option
-from harness.experiment import finish, start
-from harness.ranking import ScoringContext, exact_check, head_scorer, overlaps, rank_heads, topk_stability
-from harness.runs import Run, write_csv, write_json
-from harness.stats import bootstrap_ci
+from harness.analysis import plots
+from harness.analysis import tables
+from harness.study.config import StudyConfig, option
+from harness.study.lifecycle import finish, start
+from harness.scorers.ranking import ScoringContext, exact_check, head_scorer, overlaps, rank_heads, topk_stability
+from harness.runs.folder import Run
+from harness.runs.files import write_csv, write_json
+from harness.analysis.stats import bootstrap_ci
 
 log = logging.getLogger("harness")
 

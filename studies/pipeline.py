@@ -14,10 +14,10 @@ import argparse
 import logging
 import time
 
-from harness import summary
-from harness.config import PRESETS
-from harness.logs import configure as configure_logging
-from harness.plan import print_plan
+from harness.analysis import summary
+from harness.study.config import PRESETS
+from harness.runs.logs import configure as configure_logging
+from harness.study.plan import print_plan
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
 
 log = logging.getLogger("harness")

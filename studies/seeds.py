@@ -18,12 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import analysis, outcomes, summary, tables
-from harness.config import PRIMARY_DESIGN, ConfigError, StudyConfig, option
-from harness.heads import copy_heads
-from harness.experiment import begin
-from harness.ranking import Ranking, jaccard
-from harness.runs import Run, hash_of, slug, source_data
+from harness.analysis import declared as analysis
+from harness.analysis import outcomes
+from harness.analysis import summary
+from harness.analysis import tables
+from harness.study.config import PRIMARY_DESIGN, StudyConfig, option
+from harness.errors import ConfigError
+from harness.intervene.heads import copy_heads
+from harness.study.lifecycle import begin
+from harness.scorers.ranking import Ranking, jaccard
+from harness.runs.folder import Run
+from harness.runs.provenance import hash_of, source_data
+from harness.runs.files import slug
 
 log = logging.getLogger("harness")
 
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> Run:
                                     "(the declared test is the null position, summary.md)")
     log.info("top-%d overlap across seeds (mean Jaccard): %s", kmax, ", ".join(
         f"{r['family']} {r['mean_jaccard']:.2f}" for r in overlap if r["k"] == kmax))
-    run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, data_sha256=hash_of(data), extra={
+    run.manifest(seed=cfg.seed, model=cfg.model, data=cfg.data, data_sha256=hash_of(data),
+                 analysis_hash=analysis.current_hash(), extra={
         "seed_data_sha256": data,
         "seed_runs": {str(s): [str(p) for p in pair] for s, pair in folders.items()},
         "n_examples_pooled": int(pooled.example_id.nunique()), "n_users_pooled": int(pooled.user_id.nunique()),

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from harness import tables
-from harness.config import StudyConfig, option
-from harness.experiment import finish, start
-from harness.runs import Run
-from harness.signal import prior_mde
+from harness.analysis import tables
+from harness.study.config import StudyConfig, option
+from harness.study.lifecycle import finish, start
+from harness.runs.folder import Run
+from harness.study.signal import prior_mde
 
 log = logging.getLogger("harness")
 

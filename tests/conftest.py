@@ -95,7 +95,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 @pytest.fixture(scope="session")
 def smollm():
     """SmolLM2-135M-Instruct as an nnsight model (sdpa attention), shared by every test in the session."""
-    from harness.models import load_model
+    from harness.models.registry import load_model
 
     return load_model("smollm2-135m")
 
@@ -103,7 +103,7 @@ def smollm():
 @pytest.fixture(scope="session")
 def smollm_eager():
     """The same weights with eager attention, for tests that read attention weights."""
-    from harness.models import load_model
+    from harness.models.registry import load_model
 
     return load_model("smollm2-135m", attn_implementation="eager")
 
@@ -112,7 +112,7 @@ def smollm_eager():
 def gemma():
     """Gemma-3-270M (a base model: no chat template; 18 layers x 4 heads, 1 kv head, sliding-window attention) as an
     nnsight model (sdpa attention), shared by every test in the session."""
-    from harness.models import load_model
+    from harness.models.registry import load_model
 
     return load_model("gemma3-270m")
 

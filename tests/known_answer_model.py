@@ -33,7 +33,7 @@ import torch
 
 from harness.data import Example, ProfileItem, Split
 from harness.data.prompts import Prompt
-from harness.heads import Head
+from harness.intervene.heads import Head
 
 SPECIALS = ("<pad>", "<bos>", "profile", "input", "answer", "--")
 SIGNOFFS = ("cheers", "regards", "best", "thanks", "yours", "love")

@@ -98,7 +98,7 @@ def client_model(folder: str | Path, dispatch: bool = False):
     from nnsight import LanguageModel
     from transformers import AutoTokenizer
 
-    from harness.remote import pin_model_key
+    from harness.models.remote import pin_model_key
 
     pin_model_key(str(folder))
     # The tokenizer is passed explicitly: nnsight 0.8.1's meta build does not load one from a
@@ -130,7 +130,7 @@ class NdifStack:
         """Start redis, (moto), the API service and the CPU worker; wait until the API reports connected.
 
         `hide` names packages the worker cannot import, as on NDIF, so a test fails unless the
-        client ships them by value (harness.remote.register_harness).
+        client ships them by value (harness.models.remote.register_harness).
         """
         reason = missing_requirements()
         if reason:
@@ -289,7 +289,7 @@ def restore_nnsight_config(monkeypatch):
 def remote(ndif_stack, monkeypatch, restore_nnsight_config) -> str:
     """The `remote=` value a study passes for the loopback host URL, resolved (and its key checked) by the harness.
     A test module may define its own `remote` (tests/test_remote.py resolves NDIF_HOST instead)."""
-    from harness.remote import require_api_key, resolve_remote
+    from harness.models.remote import require_api_key, resolve_remote
 
     monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
     require_api_key(ndif_stack.api_url)

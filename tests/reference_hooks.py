@@ -11,7 +11,7 @@ import torch
 
 
 def _proj(hf_model, layer: int):
-    """Attention output projection of ``layer``, found by name (deliberately not via harness.arch)."""
+    """Attention output projection of ``layer``, found by name (deliberately not via harness.models.arch)."""
     for name, module in hf_model.named_modules():
         parts = name.split(".")
         if len(parts) >= 2 and parts[-1] in ("o_proj", "c_proj", "dense") and str(layer) in parts:

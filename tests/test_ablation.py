@@ -6,9 +6,9 @@ import nnsight
 import pytest
 import torch
 
-from harness.ablation import ablate, ablate_generation, capture, head_means
-from harness.arch import attention, out_proj, shape_of
-from harness.heads import HeadSet
+from harness.intervene.ablation import ablate, ablate_generation, capture, head_means
+from harness.models.arch import attention, out_proj, shape_of
+from harness.intervene.heads import HeadSet
 from reference_hooks import hooked_ablation, logits
 
 PROMPT = "Dear diary, today I walked to the market and bought fresh bread. Then I"

@@ -7,10 +7,10 @@ import nnsight
 import pytest
 import torch
 
-from harness.ablation import ablate
-from harness.arch import block, shape_of
-from harness.heads import HeadSet
-from harness.pcs import encode
+from harness.intervene.ablation import ablate
+from harness.models.arch import block, shape_of
+from harness.intervene.heads import HeadSet
+from harness.intervene.pcs import encode
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])

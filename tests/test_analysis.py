@@ -7,9 +7,10 @@ import tomllib
 
 import pytest
 
-from harness import analysis, summary
-from harness.analysis import ANALYSIS_PATH, AnalysisError
-from harness.runs import Run
+from harness.analysis import declared as analysis
+from harness.analysis import summary
+from harness.analysis.declared import ANALYSIS_PATH, AnalysisError
+from harness.runs.folder import Run
 
 
 def declared() -> dict:
@@ -103,14 +104,16 @@ def test_holm_runs_over_the_whole_family_and_an_unmeasured_member_counts_as_p_on
 
 def test_every_manifest_records_the_declared_analysis_hash(tmp_path):
     run = Run.open(tmp_path, "m", "d", "seed0/study", {"study": "study"})
-    run.manifest(seed=0, model="m", data="d", data_sha256="x")
+    with pytest.raises(TypeError, match="analysis_hash"):  # a manifest cannot leave the declaration out
+        run.manifest(seed=0, model="m", data="d", data_sha256="x")
+    run.manifest(seed=0, model="m", data="d", data_sha256="x", analysis_hash=analysis.current_hash())
     assert json.loads((run.root / "manifest.json").read_text())["analysis_hash"] == analysis.load().hash
 
 
 def test_the_summary_names_runs_made_under_another_declaration(tmp_path):
     for study, h in (("signal", analysis.load().hash), ("pcs_ranking", "0123456789abcdef")):
         run = Run.open(tmp_path, "m", "d", f"seed0/{study}", {"study": study})
-        run.manifest(seed=0, model="m", data="d", data_sha256="x")
+        run.manifest(seed=0, model="m", data="d", data_sha256="x", analysis_hash=h)
         path = run.root / "manifest.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "analysis_hash": h}))
     text = summary.write(tmp_path).read_text()

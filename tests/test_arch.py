@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.ablation import ablate
-from harness.arch import ModelShape, family_of, out_proj, shape_of
-from harness.heads import HeadSet
+from harness.intervene.ablation import ablate
+from harness.models.arch import ModelShape, family_of, out_proj, shape_of
+from harness.intervene.heads import HeadSet
 from reference_hooks import hooked_ablation
 
 EXPECTED_PROJ = {"llama": "o_proj", "qwen2": "o_proj", "mistral": "o_proj", "gemma3_text": "o_proj",
@@ -27,7 +27,7 @@ def test_adapter_finds_the_attention_output_projection(tiny_models, family):
 
 @pytest.mark.parametrize("family", sorted(EXPECTED_PROJ))
 def test_adapter_finds_the_unembedding(tiny_models, family):
-    from harness.arch import unembed
+    from harness.models.arch import unembed
 
     hf = tiny_models[family]._module
     assert unembed(hf) is hf.get_output_embeddings()
@@ -72,7 +72,7 @@ def test_smollm2_shape(smollm):
 
 @pytest.mark.slow
 def test_gemma3_materializes_and_has_its_shape():
-    from harness.models import load_model
+    from harness.models.registry import load_model
 
     gemma = load_model("gemma3-270m")
     s = shape_of(gemma.config)

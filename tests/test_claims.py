@@ -1,8 +1,8 @@
-"""harness.claims: the claims file, its safe conditions, and the check of the paper's text against them."""
+"""harness.analysis.claims: the claims file, its safe conditions, and the check of the paper's text against them."""
 
 import pytest
 
-from harness.claims import Claim, ClaimError, Number, check, claims_in_tex, evaluate, load_claims
+from harness.analysis.claims import Claim, ClaimError, Number, check, claims_in_tex, evaluate, load_claims
 
 NUMBERS = {"GainLow": Number(0.065, "0.065"), "GainMean": Number(0.104, "0.104"), "PHolm": Number(0.03, "0.030"),
            "Nan": Number(float("nan"), "--")}
@@ -104,7 +104,7 @@ def test_check_reports_every_kind_of_problem_and_nothing_when_all_hold():
 
 
 def test_report_lists_each_claim_with_its_verdict_and_printed_numbers():
-    from harness.claims import report
+    from harness.analysis.claims import report
 
     claims = {"up": Claim("up", "Gain above 0.", ("GainLow", "GainMean"), "GainLow > 0"),
               "down": Claim("down", "Loss below 0.", ("LossHigh",), "LossHigh < 0"),

@@ -5,9 +5,11 @@ import json
 
 import pytest
 
-from harness.arch import ModelShape
-from harness.config import PRESETS, ConfigError, StudyConfig, config_diff, option, preset_keys_known
-from harness.runs import Run
+from harness.models.arch import ModelShape
+from harness.study.config import PRESETS, StudyConfig, option, preset_keys_known
+from harness.errors import ConfigError
+from harness.runs.provenance import config_diff
+from harness.runs.folder import Run
 from studies.ablation_comparison import AblationConfig
 from studies.dps_decoding import DPSConfig
 from studies.pcs_ranking import RankingConfig
@@ -142,13 +144,13 @@ def test_manifest_provenance_is_appended_by_runs_that_computed_rows_and_never_er
     numbers = ToyConfig.from_argv([]).numbers_config()
     run = Run.open(tmp_path, "m", "d", "toy", numbers, command="python -m studies.toy --first")
     run.checkpoint("rows").add("a", v=1)
-    run.manifest(seed=0, model="m", data="d")
+    run.manifest(seed=0, model="m", data="d", analysis_hash=None)
     resumed = Run.open(tmp_path, "m", "d", "toy", numbers, command="python -m studies.toy --render")
     resumed.checkpoint("rows")
-    resumed.manifest(seed=0, model="m", data="d")
+    resumed.manifest(seed=0, model="m", data="d", analysis_hash=None)
     third = Run.open(tmp_path, "m", "d", "toy", numbers, command="python -m studies.toy --more")
     third.checkpoint("rows").add("b", v=2)
-    man = json.loads(third.manifest(seed=0, model="m", data="d").read_text())
+    man = json.loads(third.manifest(seed=0, model="m", data="d", analysis_hash=None).read_text())
     assert [p["command"] for p in man["provenance"]] == ["python -m studies.toy --first", "python -m studies.toy --more"]
     assert [p["rows_computed"] for p in man["provenance"]] == [1, 1]
     assert man["rendered_by"]["command"] == "python -m studies.toy --more"
@@ -159,13 +161,13 @@ def test_a_v1_manifest_becomes_the_first_provenance_entry(tmp_path):
     run = Run.open(tmp_path, "m", "d", "toy", numbers)
     (run.root / "manifest.json").write_text(json.dumps({"commit": "d10cd56", "dirty": False, "seconds": 2860.0,
                                                         "command": "python -m studies.ablation_comparison"}))
-    man = json.loads(run.manifest(seed=0, model="m", data="d").read_text())
+    man = json.loads(run.manifest(seed=0, model="m", data="d", analysis_hash=None).read_text())
     assert man["provenance"][0]["commit"] == "d10cd56" and man["provenance"][0]["seconds"] == 2860.0
     assert len(man["provenance"]) == 1  # this run computed nothing
 
 
 def test_commands_record_repository_paths_relative(tmp_path):
-    from harness.runs import REPO, relative_path
+    from harness.runs.files import REPO, relative_path
 
     assert relative_path(str(REPO / "results" / "x")) == "results/x"
     assert relative_path(str(tmp_path)) == str(tmp_path)  # outside the repository: kept
@@ -174,7 +176,7 @@ def test_commands_record_repository_paths_relative(tmp_path):
 
 
 def test_remote_without_a_key_fails_before_anything_is_written(tmp_path, monkeypatch, restore_nnsight_config):
-    from harness.remote import RemoteSetupError
+    from harness.models.remote import RemoteSetupError
     from studies import pcs_ranking
 
     monkeypatch.delenv("NDIF_API_KEY", raising=False)
@@ -197,3 +199,6 @@ def test_a_study_run_records_its_module_not_main(tmp_path, start):
                     "--planted", "case", "--results", str(tmp_path)], cwd=repo, check=True, capture_output=True)
     manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
     assert manifest["provenance"][-1]["command"].startswith("python -m studies.known_answer --model tiny")
+    from harness.analysis import declared
+
+    assert manifest["analysis_hash"] == declared.current_hash()  # a study's manifest names its declared analysis

@@ -1,7 +1,7 @@
 """Crash safety end to end: each study, SIGKILLed in a subprocess at seeded points and rerun, ends with the results of
 a run that was never interrupted.
 
-The kills use the test hook of ``harness.runs`` (``HARNESS_CRASH_AT=<glob>:<n>:<phase>``), three per study, each
+The kills use the test hook of ``harness.runs.folder`` (``HARNESS_CRASH_AT=<glob>:<n>:<phase>``), three per study, each
 attempt resuming from what the previous one left: halfway through a seeded checkpoint line; halfway through, or between
 the write and the rename of, a seeded table or plot (during the resumed attempt); between the manifest's write and its
 rename (everything else done). A last rerun finishes the study. The uninterrupted run is made in process first, its
@@ -26,8 +26,8 @@ import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
-from harness import runs
-from harness.runs import CRASH_ENV, REPO, slug
+from harness.runs import files
+from harness.runs.files import CRASH_ENV, REPO, slug
 from studies import ablation_comparison, dps_decoding, pcs_ranking
 
 STUDIES = {"pcs_ranking": (pcs_ranking, ["--retrieval-prompts", "1", "--induction-sequences", "2", "--families",
@@ -91,13 +91,13 @@ def attempt(study: str, args: list[str], crash_at: str) -> int:
 def test_studies_killed_at_seeded_points_resume_to_byte_identical_results(tiny_model_dir, tmp_path, monkeypatch):
     results, reference = tmp_path / "results", tmp_path / "reference"
     args = common(tiny_model_dir, results)
-    writes, durable_write = {}, runs._durable_write
+    writes, durable_write = {}, files.durable_write
     for study, (module, extra) in STUDIES.items():  # the uninterrupted run, in process, its writes logged
         names = writes[study] = []
-        monkeypatch.setattr(runs, "_durable_write", lambda f, data, name, names=names: (
+        monkeypatch.setattr(files, "durable_write", lambda f, data, name, names=names: (
             names.append(name), durable_write(f, data, name)))
         module.main(args + extra)
-    monkeypatch.setattr(runs, "_durable_write", durable_write)
+    monkeypatch.setattr(files, "durable_write", durable_write)
     shutil.move(results, reference)
     seed_dir = Path(slug(tiny_model_dir), "conventions2012", "seed0")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.ranking import Ranking
+from harness.scorers.ranking import Ranking
 from studies import cross_model
 
 FAMILIES = ("specific_pcs", "contrast_pcs", "retrieval", "induction")
@@ -189,7 +189,7 @@ def test_another_designs_rankings_go_to_their_own_folder():
 def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros(results):
     """``cross_model-zero-all/`` is not a model: paper_tables names its numbers ``CrossZeroAll...``, beside (never
     over) the primary design's ``Cross...``, and the results summary skips it."""
-    from harness import summary
+    from harness.analysis import summary
     from studies import paper_tables
 
     save(results, "m4", "conventions2012", 0, (4, 2),  # the zero design: only m4's seed-0 contrast set moves

@@ -4,7 +4,7 @@ NDIF's worker moves a request's model inputs to the GPU; nothing guarantees that
 builds on the CPU and then uses inside a trace (gold ids, reference activations, head masks, steering vectors), so
 those must follow the activations' device themselves. The loopback NDIF tests serve on the CPU, where a stray CPU
 tensor goes unnoticed; here each measurement runs on a tiny random model placed on the GPU with
-``harness.models.place`` (inputs moved at the model's forward, as the worker does) and must match the same call on a
+``harness.models.registry.place`` (inputs moved at the model's forward, as the worker does) and must match the same call on a
 CPU copy of the model.
 
 These tests need a CUDA GPU, which neither CI nor a developer's machine here has: they are skipped there and run on
@@ -22,13 +22,13 @@ import warnings
 import pytest
 import torch
 
-from harness.ablation import capture, head_means
-from harness.arch import shape_of
-from harness.decoding import Contrast, Steering, decode
-from harness.heads import Head, HeadSet, random_headset
-from harness.induction_heads import induction_scores
-from harness.models import place
-from harness.pcs import TokenizedInput, ablated_losses, head_attributions, head_effects, token_nlls
+from harness.intervene.ablation import capture, head_means
+from harness.models.arch import shape_of
+from harness.generation.decoding import Contrast, Steering, decode
+from harness.intervene.heads import Head, HeadSet, random_headset
+from harness.scorers.induction import induction_scores
+from harness.models.registry import place
+from harness.intervene.pcs import TokenizedInput, ablated_losses, head_attributions, head_effects, token_nlls
 from tiny_configs import tiny_config
 
 pytestmark = [pytest.mark.slow,
@@ -44,7 +44,7 @@ def tokenizer():
 
     folder = os.environ.get("CUDA_CHECK_TOKENIZER")
     if not folder:
-        from harness.models import resolve
+        from harness.models.registry import resolve
 
         folder = resolve("smollm2-135m")
     return AutoTokenizer.from_pretrained(folder)

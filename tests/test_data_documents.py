@@ -5,7 +5,8 @@ from collections import Counter
 
 import pytest
 
-from harness.config import ConfigError, StudyConfig
+from harness.errors import ConfigError
+from harness.study.config import StudyConfig
 from harness.data import DataError, Example, ProfileItem, load_examples
 from harness.data.prompts import donor_order
 from harness.data.records import restrict_profile_docs

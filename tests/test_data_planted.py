@@ -11,7 +11,7 @@ from harness.data import dataset_names, load_examples
 from harness.data.planted import (FAMILIES, DroppedG, Lowercase, PlantedSpec, Signoff, WordRule, assign_rules,
                                   changed_spans, family_pool, parse_planted_name, plant, planting_summary)
 from harness.data.records import DataError, Example, ProfileItem
-from harness.metrics import marker_rate
+from harness.analysis.metrics import marker_rate
 
 CUSTOM = str(Path(__file__).parent / "fixtures" / "longlamp" / "custom_users.jsonl")
 LEXICON = WordRule(0, "test", (("people", "folk"), ("very", "remarkably")), "lexicon")

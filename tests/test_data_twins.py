@@ -28,7 +28,7 @@ def test_twin_holds_another_users_profile_of_equal_length(tokenizer, examples):
 
 
 def test_profile_spans_cover_each_variants_own_block_and_its_tokens(tokenizer, examples):
-    from harness.pcs import encode
+    from harness.intervene.pcs import encode
 
     ex = examples[1]
     twin = with_other_user(build_prompt(ex, tokenizer, max_prompt_tokens=768, k=8), ex, examples, tokenizer)
@@ -70,7 +70,7 @@ def test_by_user_split_shares_no_user(examples):
 
 
 def test_studies_split_by_user_by_default():
-    from harness.config import StudyConfig
+    from harness.study.config import StudyConfig
 
     assert StudyConfig.from_argv([]).by_user is True
     assert StudyConfig.from_argv(["--no-by-user"]).by_user is False
@@ -95,8 +95,8 @@ def test_prefill_framing_starts_the_answer_with_the_lead(tokenizer, examples):
 def test_chat_auto_follows_the_tokenizer(tokenizer):
     from types import SimpleNamespace
 
-    from harness.config import ConfigError
-    from harness.experiment import resolve_chat
+    from harness.errors import ConfigError
+    from harness.study.experiment import resolve_chat
 
     base = SimpleNamespace(chat_template=None)
     assert resolve_chat("auto", tokenizer) is True and resolve_chat("auto", base) is False

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from harness.decoding import (Contrast, Sampling, contrast_scores, decode, delta_logits_report, encode,
+from harness.generation.decoding import (Contrast, Sampling, contrast_scores, decode, delta_logits_report, encode,
                               entropy_gamma, forward_step, next_tokens, plausibility_mask, plot_delta_logits,
                               token_label)
-from harness.heads import HeadSet
+from harness.intervene.heads import HeadSet
 from reference_hooks import hooked_ablation
 
 PROMPTS = ["Dear diary, today I walked to the market and", "My favourite food is"]  # different lengths
@@ -97,7 +97,7 @@ def test_gamma_zero_reproduces_plain_greedy_token_for_token(smollm):
 
 
 def test_batched_step_halves_equal_a_plain_and_a_separately_ablated_forward(smollm):
-    from harness.arch import shape_of
+    from harness.models.arch import shape_of
 
     tok, hf = smollm.tokenizer, smollm._module
     text = PROMPTS[0]
@@ -188,7 +188,7 @@ def test_delta_report_lists_promoted_and_suppressed_tokens_and_plots(smollm, tmp
     report = delta_logits_report(smollm, PROMPTS[1], HEADS, k=3, max_new_tokens=4, contrast=Contrast(gamma=0.5))
     assert 1 <= len(report) <= 4 and all(len(r.promoted) == 3 == len(r.suppressed) for r in report)
     # step 0's Δ equals full − ablated logits of the prompt, computed independently
-    from harness.arch import shape_of
+    from harness.models.arch import shape_of
 
     hf, tok = smollm._module, smollm.tokenizer
     enc = tok(PROMPTS[1], return_tensors="pt")
@@ -224,7 +224,7 @@ def test_prompt_once_dps_equals_decoding_each_branch_from_its_own_prompt(smollm,
 
 
 def test_generated_only_dps_starts_as_the_full_branch_and_target_ablates_the_last_prompt_token(smollm):
-    from harness.arch import shape_of
+    from harness.models.arch import shape_of
 
     kw = dict(heads=HEADS, contrast=Contrast(gamma=0.5), max_new_tokens=2, record_delta=3)
     generated = decode(smollm, PROMPTS[1:], ablate_positions="generated", **kw)
@@ -262,7 +262,7 @@ def _bos_tokenizer():
 
 
 def test_decoding_prompts_carry_the_tokenizers_bos_once_as_scored_prompts_do():
-    from harness.pcs import encode as score_encode
+    from harness.intervene.pcs import encode as score_encode
 
     tok = _bos_tokenizer()
     ids, mask = encode(tok, ["a b", "<bos> a"])  # plain text; a chat template that writes its BOS out
@@ -277,7 +277,7 @@ def test_token_labels_escape_what_the_plot_font_cannot_draw(tmp_path):
     assert token_label(" café\n") == r" café\n"
     assert token_label("🙂") == r"\U0001f642"
     assert token_label("abcdefghijklmno") == "abcdefghij"
-    from harness.decoding import TokenDelta
+    from harness.generation.decoding import TokenDelta
 
     report = [TokenDelta(step=0, token="损", gamma=1.0, promoted=[("害", 1.0)], suppressed=[("a", -1.0)])]
     import warnings

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError
+from harness.errors import ConfigError
 from studies import (ablation_comparison, cross_model, dps_decoding, known_answer, paper_tables, pcs_ranking, pipeline,
                      seeds, signal)
 

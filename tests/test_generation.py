@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from harness.arch import shape_of
+from harness.models.arch import shape_of
 from harness.data import Example, Prompt, ProfileItem
-from harness.decoding import Contrast, decode
-from harness.generation import Generation, build_prompts, generate
-from harness.heads import HeadSet
-from harness.steering import StyleVectors
+from harness.generation.decoding import Contrast, decode
+from harness.generation.methods import Generation, build_prompts, generate
+from harness.intervene.heads import HeadSet
+from harness.generation.steering import StyleVectors
 
 HEADS = HeadSet.parse("L0-3H0-8")
 

@@ -1,7 +1,7 @@
 import pytest
 
-from harness.arch import ModelShape
-from harness.heads import Head, HeadSet, all_heads, as_headset
+from harness.models.arch import ModelShape
+from harness.intervene.heads import Head, HeadSet, all_heads, as_headset
 
 SHAPE = ModelShape("toy", n_layers=30, n_heads=9, head_dim=64, n_kv_heads=3)
 
@@ -68,7 +68,7 @@ def test_set_algebra_and_all_heads():
 def test_random_headset_matches_layer_counts_and_is_seeded():
     import random
 
-    from harness.heads import random_headset
+    from harness.intervene.heads import random_headset
 
     like = HeadSet.parse("L1H0,L1H3,L7H2")
     a = random_headset(SHAPE, random.Random(3), like=like)
@@ -81,7 +81,7 @@ def test_random_headset_matches_layer_counts_and_is_seeded():
 
 
 def test_random_headset_takes_a_seed_and_names_a_layer_too_small_for_the_match():
-    from harness.heads import random_headset
+    from harness.intervene.heads import random_headset
 
     like = HeadSet.parse("L3H1,L3H4,L10H0")
     drawn = random_headset(SHAPE, 7, like=like, exclude=like)
@@ -95,7 +95,7 @@ GEMMA_LIKE = ModelShape("gemma-like", n_layers=18, n_heads=4, head_dim=256, n_kv
 
 
 def test_a_layer_the_excluded_set_fills_borrows_its_share_from_the_nearest_layers_and_says_so():
-    from harness.heads import moved_heads, random_headset
+    from harness.intervene.heads import moved_heads, random_headset
 
     like = HeadSet.parse("L5H0-3,L6H0-2,L9H1")  # layer 5 full, layer 6 has one free head left
     drawn = random_headset(GEMMA_LIKE, 3, like=like, exclude=like, borrow=True)
@@ -109,7 +109,7 @@ def test_a_layer_the_excluded_set_fills_borrows_its_share_from_the_nearest_layer
 
 
 def test_a_borrowed_shortfall_spreads_to_both_sides_lower_layer_first():
-    from harness.heads import random_headset
+    from harness.intervene.heads import random_headset
 
     like = HeadSet.parse("L1H0-3,L2H0-3,L3H0-3")
     exclude = like | HeadSet.parse("L0H0-2")
@@ -119,7 +119,7 @@ def test_a_borrowed_shortfall_spreads_to_both_sides_lower_layer_first():
 
 
 def test_borrowing_leaves_a_draw_without_a_shortfall_unchanged_and_too_few_heads_is_an_error():
-    from harness.heads import random_headset
+    from harness.intervene.heads import random_headset
 
     like = HeadSet.parse("L3H1,L7H0")
     assert random_headset(GEMMA_LIKE, 11, like=like, exclude=like, borrow=True) == \
@@ -130,7 +130,7 @@ def test_borrowing_leaves_a_draw_without_a_shortfall_unchanged_and_too_few_heads
 
 
 def test_copy_heads_merge_into_their_union_at_half_overlap():
-    from harness.heads import copy_heads
+    from harness.intervene.heads import copy_heads
 
     retrieval, induction = HeadSet.parse("L1H0-4"), HeadSet.parse("L1H2-4,L2H0-1")  # 3 of 5 shared
     merged = copy_heads(retrieval, induction, min_overlap=0.5)
@@ -146,7 +146,7 @@ def test_copy_heads_merge_into_their_union_at_half_overlap():
 def test_top_heads_orders_by_score_then_position_and_skips_excluded():
     import torch
 
-    from harness.heads import top_heads
+    from harness.intervene.heads import top_heads
 
     scores = torch.tensor([[0.1, 0.5, 0.5], [0.5, -1.0, 0.2]])
     assert top_heads(scores, 3) == HeadSet.parse("L0H1,L0H2,L1H0")
@@ -157,7 +157,7 @@ def test_top_heads_orders_by_score_then_position_and_skips_excluded():
 def test_top_heads_refuses_more_heads_than_the_map_has():
     import torch
 
-    from harness.heads import top_heads
+    from harness.intervene.heads import top_heads
 
     scores = torch.zeros(2, 3)
     assert len(top_heads(scores, 6)) == 6

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.heads import HeadSet, top_heads
-from harness.induction_heads import (InductionResult, induction_pattern_scores, induction_scores,
+from harness.intervene.heads import HeadSet, top_heads
+from harness.scorers.induction import (InductionResult, induction_pattern_scores, induction_scores,
                                      repeated_random_tokens)
 
 N = 6

@@ -1,4 +1,4 @@
-"""Tests for harness.judge: verdict parsing, both-order combination, statistics, and the HTTP backend."""
+"""Tests for harness.generation.judge: verdict parsing, both-order combination, statistics, and the HTTP backend."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import socket
 import pytest
 from openai_stub_server import OpenAIStubServer
 
-from harness.judge import (
+from harness.generation.judge import (
     CallableBackend,
     JudgeBackendError,
     JudgeItem,

@@ -17,15 +17,16 @@ import pytest
 import torch
 
 import known_answer_model as ka
-from harness import signal, stats
-from harness.ablation import head_means
-from harness.arch import shape_of
-from harness.experiment import Setup
-from harness.heads import Head, HeadSet, all_heads
-from harness.measure import NamedSet, ablation_losses
-from harness.outcomes import add_outcomes
-from harness.ranking import ConditionEffects, Ranking, ScoringContext, rank_heads
-from harness.runs import Run
+from harness.study import signal
+from harness.analysis import stats
+from harness.intervene.ablation import head_means
+from harness.models.arch import shape_of
+from harness.study.experiment import Setup
+from harness.intervene.heads import Head, HeadSet, all_heads
+from harness.study.measure import NamedSet, ablation_losses
+from harness.analysis.outcomes import add_outcomes
+from harness.scorers.ranking import ConditionEffects, Ranking, ScoringContext, rank_heads
+from harness.runs.folder import Run
 
 CONDITIONS = ["own", "other", "none"]
 FAMILIES = ["specific_pcs", "contrast_pcs", "pcs"]
@@ -35,7 +36,7 @@ DESIGNS = STUDY_DESIGNS + [("zero", "target"), ("mean", "all")]
 
 def study_setup(built: ka.KnownAnswer, mode: str) -> Setup:
     """The studies' ``Setup`` over the constructed model and corpus; for mean ablation, each head's mean over the
-    discovery examples' own-profile prompts and gold texts (as ``harness.experiment.mean_reference`` builds it)."""
+    discovery examples' own-profile prompts and gold texts (as ``harness.study.experiment.mean_reference`` builds it)."""
     model, split = built.model, built.split
     setup = Setup(model, shape_of(model.config), False, split.discovery + split.evaluation, split, built.prompts,
                   chat=False, framing="prefill")

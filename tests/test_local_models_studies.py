@@ -13,7 +13,7 @@ Per model, one chain through every study module's ``main``, with the quick prese
 - ``studies.known_answer --planted case`` on those runs.
 
 Written for issue 13; on Gemma it found that DPS's StyleVector fit rendered chat-template prompts for a model without
-one (``harness.steering.fit_and_choose`` did not pass ``chat`` on), and that scored inputs, needle prompts and ablated
+one (``harness.generation.steering.fit_and_choose`` did not pass ``chat`` on), and that scored inputs, needle prompts and ablated
 generations lacked Gemma's ``<bos>`` (its NLL of plain text tripled and it answered no needle question, so the
 retrieval family was all zeros).
 """
@@ -30,13 +30,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.config import PRESETS
-from harness.experiment import resolve_chat
-from harness.heads import HeadSet
-from harness.models import model_shape
-from harness.pcs import encode
-from harness.ranking import Ranking
-from harness.runs import slug
+from harness.study.config import PRESETS
+from harness.study.experiment import resolve_chat
+from harness.intervene.heads import HeadSet
+from harness.models.registry import model_shape
+from harness.intervene.pcs import encode
+from harness.scorers.ranking import Ranking
+from harness.runs.files import slug
 from studies import known_answer, pipeline
 from studies import signal as signal_study
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from harness.arch import ModelShape
-from harness.measure import comparison_sets
-from harness.ranking import Ranking
+from harness.models.arch import ModelShape
+from harness.study.measure import comparison_sets
+from harness.scorers.ranking import Ranking
 
 GEMMA_LIKE = ModelShape("gemma-like", n_layers=18, n_heads=4, head_dim=256, n_kv_heads=1)
 
@@ -44,7 +44,7 @@ def test_without_the_option_matched_sets_may_share_named_heads_and_keep_layer_co
 
 
 def test_copy_heads_that_mostly_overlap_are_measured_once_as_their_union_with_their_own_null():
-    from harness.measure import copy_head_unions
+    from harness.study.measure import copy_head_unions
 
     ranking = ranking_filling_layer_5()  # both families' top-10 hold layer 5: they share at least 4 heads
     maps = {**ranking.maps, "induction": ranking.maps["retrieval"] + 0.001 * torch.arange(72.0).reshape(18, 4)}

@@ -1,9 +1,9 @@
-"""Tests for harness.metrics: ROUGE, exact+stem METEOR, style similarity."""
+"""Tests for harness.analysis.metrics: ROUGE, exact+stem METEOR, style similarity."""
 
 import numpy as np
 import pytest
 
-from harness import metrics
+from harness.analysis import metrics
 
 
 def test_rouge_matches_hand_computed_f1():
@@ -104,7 +104,7 @@ def test_style_similarity_rejects_bad_profiles():
 
 
 def test_continues_text_rejects_quoted_repeats_and_commentary():
-    from harness.metrics import continues_text
+    from harness.analysis.metrics import continues_text
 
     lead = "And we have, in many instances, been hit."
     assert continues_text("You know, they are a liberal.", lead)
@@ -201,7 +201,7 @@ def test_marker_nll_is_the_mean_over_marker_tokens_only():
 
 
 def test_marker_token_mask_lines_up_with_the_scored_smollm2_target(tokenizer):
-    from harness.pcs import encode
+    from harness.intervene.pcs import encode
 
     lower, spans = Lowercase(0).rewrite("People of Ohio, Thank you.")
     target = f" {lower}"

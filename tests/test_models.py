@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.models import known_models, load_model, resolve
-from harness.provision import MARKER, SOURCES, load_gguf, materialize, smollm2_gguf
+from harness.models.registry import known_models, load_model, resolve
+from harness.models.provision import MARKER, SOURCES, load_gguf, materialize, smollm2_gguf
 
 
 def test_unknown_model_name_lists_the_known_ones():
@@ -52,7 +52,7 @@ def _tiny_source(tmp_path, monkeypatch, tokenizer: StubTokenizer):
     """A GGUF source whose 'dequantized' model is a tiny random Llama (no real GGUF is read)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    import harness.provision as provision
+    import harness.models.provision as provision
 
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
@@ -66,7 +66,7 @@ def _tiny_source(tmp_path, monkeypatch, tokenizer: StubTokenizer):
 @pytest.mark.parametrize("fail_at", ["tokenizer", "replace"])
 def test_materialize_failing_after_the_weights_are_written_leaves_no_folder_and_no_temporary(
         tmp_path, monkeypatch, fail_at):
-    import harness.provision as provision
+    import harness.models.provision as provision
 
     source = _tiny_source(tmp_path, monkeypatch, StubTokenizer(fail=fail_at == "tokenizer"))
     written = []
@@ -112,8 +112,8 @@ def test_place_moves_weights_once_and_keeps_one_input_hook(tiny_models):
 
     from nnsight import TransformersModel
 
-    from harness.models import place
-    from harness.pcs import TokenizedInput, token_nlls
+    from harness.models.registry import place
+    from harness.intervene.pcs import TokenizedInput, token_nlls
 
     base = tiny_models["llama"]
     model = TransformersModel(copy.deepcopy(base._module), tokenizer=base.tokenizer)

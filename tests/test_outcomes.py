@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import analysis, outcomes, stats, tables
-from harness.heads import HeadSet
-from harness.ranking import Ranking, estimator_agreement, jaccard, overlaps, topk_stability
+from harness.analysis import declared as analysis
+from harness.analysis import outcomes
+from harness.analysis import stats
+from harness.analysis import tables
+from harness.intervene.heads import HeadSet
+from harness.scorers.ranking import Ranking, estimator_agreement, jaccard, overlaps, topk_stability
 
 
 def row(example, user, name, family, k, *, own, none, clean_own=2.0, clean_none=2.5, other=None, clean_other=None,

@@ -1,5 +1,5 @@
 """paper/generated/ must be exactly what studies.paper_tables makes from the committed results/, and every claim the
-paper states must hold for those results (paper/claims.toml, harness/claims.py)."""
+paper states must hold for those results (paper/claims.toml, harness/analysis/claims.py)."""
 
 import filecmp
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.claims import check, load_claims
+from harness.analysis.claims import check, load_claims
 from studies import paper_tables
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from harness.ablation import head_means
-from harness.arch import shape_of
-from harness.heads import Head, HeadSet, all_heads, top_heads
-from harness.pcs import encode, head_attributions, head_effects
+from harness.intervene.ablation import head_means
+from harness.models.arch import shape_of
+from harness.intervene.heads import Head, HeadSet, all_heads, top_heads
+from harness.intervene.pcs import encode, head_attributions, head_effects
 from reference_hooks import hooked_ablation
 
 PROMPT = "The user writes about gardening and tomatoes. Write a note:"
@@ -14,7 +14,7 @@ TARGET = " My tomatoes are ripe and the basil loves the sun."
 
 
 def gold_nll(logits, item):
-    """Mean NLL of the gold target, sliced by hand (not harness.pcs.target_nll): position t's logits score token t+1."""
+    """Mean NLL of the gold target, sliced by hand (not harness.intervene.pcs.target_nll): position t's logits score token t+1."""
     positions = torch.arange(item.n_prompt - 1, item.ids.shape[0] - 1)  # [n_target] positions predicting the target
     logprobs = logits[0, positions].double().log_softmax(-1)  # [n_target, V]
     gold = item.ids[positions + 1]  # [n_target] = the last n_target ids
@@ -88,7 +88,7 @@ def test_attribution_matches_finite_difference(tiny64):
     _, est = head_attributions(model, item)
     hf, d, eps = model._module, shape.head_dim, 1e-2  # smaller eps hits float32 parts of the forward (rotary)
     ids = item.ids[None]
-    from harness.arch import out_proj
+    from harness.models.arch import out_proj
 
     def loss_with_head_scaled(h, factor):
         def pre(module, args):

@@ -11,11 +11,11 @@ import nnsight
 import pytest
 import torch
 
-from harness.arch import shape_of
-from harness.config import ConfigError
-from harness.heads import HeadSet
-from harness.models import HOSTED, REMOTE_ALIASES, hosted_config
-from harness.plan import Work, decoding, scoring, study_plan
+from harness.models.arch import shape_of
+from harness.errors import ConfigError
+from harness.intervene.heads import HeadSet
+from harness.models.registry import HOSTED, REMOTE_ALIASES, hosted_config
+from harness.study.plan import Work, decoding, scoring, study_plan
 from studies import ablation_comparison, dps_decoding, pcs_ranking, pipeline, seeds, signal
 
 STUDIES = {"signal": signal, "pcs_ranking": pcs_ranking, "ablation_comparison": ablation_comparison,
@@ -64,9 +64,9 @@ def test_planned_block_work_is_what_ablated_losses_runs(tiny_model_dir):
     """The plan's token positions less its prefix-skipped share equal the (row x position x block) work that
     ``pcs.ablated_losses`` runs through the blocks, counted by a hook on every block's attention output projection
     (a skipped block's own hooks still fire; its submodules do not run), in units of whole forwards."""
-    from harness.arch import out_proj
-    from harness.models import load_model
-    from harness.pcs import TokenizedInput, ablated_losses
+    from harness.models.arch import out_proj
+    from harness.models.registry import load_model
+    from harness.intervene.pcs import TokenizedInput, ablated_losses
 
     model = load_model(tiny_model_dir)
     shape = shape_of(model.config)
@@ -219,8 +219,8 @@ def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_p
     """Each study run through nnsight's serialization check sends exactly the planned requests, and at most the
     planned forwards (generations may stop early); a study after the signal run borrows its clean losses, and its plan
     counts none."""
-    from harness.models import load_model
-    from harness.remote import remote_job_counter
+    from harness.models.registry import load_model
+    from harness.models.remote import remote_job_counter
 
     args = ["--preset", "quick", "--model", tiny_model_dir, "--data", "conventions2012", "--profile-docs", "any", "--n", "6", "--results",
             str(tmp_path), "--max-prompt-tokens", "96", "--max-target-tokens", "8", "--k-heads", "1", "2",
@@ -253,9 +253,9 @@ def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_p
                    "generate with an open tracer.all() loop from a module shipped by value outside its mediator "
                    "('greenlet' object has no attribute 'mediator'); the loopback NDIF service runs it")
 def test_ablated_generation_runs_through_the_local_serialization_check(tiny_model_dir):
-    from harness.generation import generate_ablated
-    from harness.models import load_model
-    from harness.remote import resolve_remote
+    from harness.generation.methods import generate_ablated
+    from harness.models.registry import load_model
+    from harness.models.remote import resolve_remote
 
     generate_ablated(load_model(tiny_model_dir), "Dear diary,", [None, HeadSet.parse("L1H2")], max_new_tokens=2,
                      remote=resolve_remote("local"))
@@ -283,7 +283,7 @@ def meta_model(name: str) -> Any:
     which a meta tensor does not have; the ablations act on the output projection either way."""
     from nnsight import TransformersModel
 
-    from harness.remote import pin_model_key, resolve_remote
+    from harness.models.remote import pin_model_key, resolve_remote
 
     resolve_remote("local")  # registers the harness, so its functions ship by value
     pin_model_key(name)
@@ -350,15 +350,15 @@ def hosted(request) -> Any:
 
 
 def scored_input(n_prompt: int = 24, n_target: int = 6) -> Any:
-    from harness.pcs import TokenizedInput
+    from harness.intervene.pcs import TokenizedInput
 
     return TokenizedInput(torch.arange(2, 2 + n_prompt + n_target), n_target, (2, 12))
 
 
 @pytest.mark.slow
 def test_signal_reference_and_attribution_requests_run_on_meta(hosted):
-    from harness.ablation import head_means
-    from harness.pcs import ablated_losses, head_attributions
+    from harness.intervene.ablation import head_means
+    from harness.intervene.pcs import ablated_losses, head_attributions
 
     shape = shape_of(hosted.config)
     item = scored_input()
@@ -374,8 +374,8 @@ def test_signal_reference_and_attribution_requests_run_on_meta(hosted):
 @pytest.mark.slow
 @pytest.mark.parametrize("positions", ["target", "all", "profile"])
 def test_ablation_sets_request_runs_on_meta(hosted, positions):
-    from harness.ablation import Reference
-    from harness.pcs import ablated_losses
+    from harness.intervene.ablation import Reference
+    from harness.intervene.pcs import ablated_losses
 
     shape = shape_of(hosted.config)
     L, H = shape.n_layers, shape.n_heads
@@ -389,9 +389,9 @@ def test_ablation_sets_request_runs_on_meta(hosted, positions):
 
 @pytest.mark.slow
 def test_dps_step_runs_on_meta_and_whole_decodes_serialize(hosted):
-    from harness.ablation import Reference
-    from harness.decoding import decode, forward_step
-    from harness.generation import generate_ablated
+    from harness.intervene.ablation import Reference
+    from harness.generation.decoding import decode, forward_step
+    from harness.generation.methods import generate_ablated
 
     shape = shape_of(hosted.config)
     ref = Reference("mean", {layer: torch.zeros(shape.proj_in) for layer in range(shape.n_layers)}, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import ConfigError
+from harness.errors import ConfigError
 from studies import ablation_comparison, dps_decoding, known_answer, pcs_ranking
 from studies import signal as signal_study
 
@@ -151,7 +151,7 @@ def test_an_ablation_record_without_marker_nlls_is_measured_again(planted_runs, 
 
 
 def test_summary_shows_all_users_then_the_planted_ones_once_each(planted_runs, tiny_model_dir):
-    from harness import summary
+    from harness.analysis import summary
 
     results, _ = planted_runs
     text = summary.report(results, str(tiny_model_dir), "planted:conventions2012:case")

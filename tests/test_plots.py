@@ -1,10 +1,10 @@
-"""The figures' arithmetic: what :func:`harness.plots.share_panels` draws is :func:`harness.plots.share_points`."""
+"""The figures' arithmetic: what :func:`harness.analysis.plots.share_panels` draws is :func:`harness.analysis.plots.share_points`."""
 
 import math
 
 import pytest
 
-from harness import plots
+from harness.analysis import plots
 
 
 def _row(family, outcome, name, mean, ci, gain, p=float("nan")):

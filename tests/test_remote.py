@@ -3,7 +3,7 @@
 The integration tests (marked remote + slow) start redis-server, ndif 0.1.2's API service
 (uvicorn), a moto object store and a CPU worker standing in for NDIF's model actor
 (tests/ndif_service.py), and check that each remote trace equals the same trace run
-locally on a tiny random Llama. The unmarked tests pin harness.remote's switch and
+locally on a tiny random Llama. The unmarked tests pin harness.models.remote's switch and
 error handling without any service.
 """
 
@@ -21,7 +21,7 @@ from cloudpickle.cloudpickle import _PICKLE_BY_VALUE_MODULES
 from nnsight.intervention.backends.remote import RemoteError
 from nnsight.schema.config import CONFIG
 
-from harness.remote import (
+from harness.models.remote import (
     JobCount,
     RemoteSetupError,
     RemoteUnavailableError,

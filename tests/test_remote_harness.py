@@ -14,10 +14,10 @@ import nnsight
 import pytest
 import torch
 
-from harness.ablation import ablate, ablate_generation, capture, head_means
-from harness.heads import Head, HeadSet
-from harness.pcs import encode, head_attributions, head_effects
-from harness.remote import remote_job_counter
+from harness.intervene.ablation import ablate, ablate_generation, capture, head_means
+from harness.intervene.heads import Head, HeadSet
+from harness.intervene.pcs import encode, head_attributions, head_effects
+from harness.models.remote import remote_job_counter
 from ndif_service import missing_requirements
 
 MISSING = missing_requirements()
@@ -156,7 +156,7 @@ def test_ablate_generation_remote_equals_local(client, local, remote, generated_
 
 def test_ablation_study_step_remote_equals_local_in_one_request(client, local, remote, item):
     """The ablation study's unit of work: many multi-layer head sets scored on one input, one session."""
-    from harness.pcs import ablated_losses
+    from harness.intervene.pcs import ablated_losses
 
     sets = [HeadSet.parse("L0H1,L1H2"), HeadSet.parse("L1H0-3"), HeadSet(), HeadSet.parse("L0H0-3")]
     with remote_job_counter() as count:
@@ -170,7 +170,7 @@ def test_ablation_study_step_remote_equals_local_in_one_request(client, local, r
 
 def test_dps_decoding_remote_equals_local(client, local, remote):
     """DPS: both branches in one batched forward per step, the whole loop one session remotely."""
-    from harness.decoding import Contrast, decode
+    from harness.generation.decoding import Contrast, decode
 
     kwargs = dict(heads=HEADS, contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=4, record_delta=3)
     with remote_job_counter() as count:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.ablation import capture
-from harness.heads import HeadSet
-from harness.pcs import ablated_losses, encode, head_effects
-from harness.remote import remote_job_counter
+from harness.intervene.ablation import capture
+from harness.intervene.heads import HeadSet
+from harness.intervene.pcs import ablated_losses, encode, head_effects
+from harness.models.remote import remote_job_counter
 from ndif_service import missing_requirements
 
 MISSING = missing_requirements()
@@ -71,7 +71,7 @@ def test_target_position_head_effects_remote_equal_local(client, local, remote, 
 
 
 def test_prompt_once_dps_remote_equals_local_in_one_request(client, local, remote):
-    from harness.decoding import Contrast, decode
+    from harness.generation.decoding import Contrast, decode
 
     kwargs = dict(heads=HeadSet.parse("L0H2,L1H0"), contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=4,
                   record_delta=3, ablate_positions="target")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.heads import HeadSet
-from harness.retrieval_heads import (RetrievalResult, first_line_steps, needle_prompts, needle_recall, retrieval_hits,
+from harness.intervene.heads import HeadSet
+from harness.scorers.retrieval import (RetrievalResult, first_line_steps, needle_prompts, needle_recall, retrieval_hits,
                                      retrieval_scores)
 
 # Prompt of 12 tokens; the answer span is positions 4..7 holding tokens 40, 41, 42, 43.
@@ -162,7 +162,7 @@ def test_retrieval_scores_on_sdpa_model_names_eager_fix(smollm, short_prompts):
 
 
 def test_needles_never_come_from_the_studied_corpus_planted_ones_included():
-    from harness.ranking import needle_corpus
+    from harness.scorers.ranking import needle_corpus
 
     assert needle_corpus("conventions2012") == "debates2016"
     assert needle_corpus("planted:conventions2012:signoff") == "debates2016"

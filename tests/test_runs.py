@@ -1,4 +1,4 @@
-"""Crash safety of harness.runs: JSONL checkpoints recover a torn tail and refuse corruption; atomic_write never
+"""Crash safety of harness.runs.folder: JSONL checkpoints recover a torn tail and refuse corruption; atomic_write never
 leaves a half-written file or a temporary behind, whichever step fails; a real SIGKILL at each step of a write (the
 HARNESS_CRASH_AT hook) leaves the old or the new file; Run.open refuses another configuration, and --fresh (``fresh=``)
 starts over. The studies killed and resumed end to end: tests/test_crash_resume.py."""
@@ -11,9 +11,11 @@ import sys
 
 import pytest
 
-from harness import runs
-from harness.config import ConfigError
-from harness.runs import Checkpoint, CorruptCheckpoint, Run, atomic_write, remove_stale_temporaries
+from harness.runs import files, provenance
+from harness.errors import ConfigError
+from harness.runs.checkpoints import Checkpoint, CorruptCheckpoint
+from harness.runs.folder import Run
+from harness.runs.files import atomic_write, remove_stale_temporaries
 
 
 def _lines(*records: dict) -> str:
@@ -115,11 +117,11 @@ class FailingFile:
 def _inject(monkeypatch, step: str) -> None:
     if step == "write":
         real = os.fdopen
-        monkeypatch.setattr(runs.os, "fdopen", lambda *a, **k: FailingFile(real(*a, **k)))
+        monkeypatch.setattr(files.os, "fdopen", lambda *a, **k: FailingFile(real(*a, **k)))
     elif step == "fsync":
-        monkeypatch.setattr(runs.os, "fsync", _fail)
+        monkeypatch.setattr(files.os, "fsync", _fail)
     elif step == "replace":
-        monkeypatch.setattr(runs.os, "replace", _fail)
+        monkeypatch.setattr(files.os, "replace", _fail)
     else:
         raise ValueError(step)
 
@@ -156,7 +158,7 @@ def test_failing_folder_fsync_after_the_rename_still_leaves_the_new_file(tmp_pat
             raise Injected("folder fsync failed")
         real_fsync(fd)
 
-    monkeypatch.setattr(runs.os, "fsync", fsync_file_then_fail)
+    monkeypatch.setattr(files.os, "fsync", fsync_file_then_fail)
     atomic_write(path, "new\n")
     assert len(calls) == 2
     assert path.read_text() == "new\n" and _leftovers(tmp_path) == []
@@ -170,7 +172,7 @@ def test_kill_between_write_and_replace_leaves_the_old_file(tmp_path, monkeypatc
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, "new\n")
     assert path.read_text() == "old\n" and _leftovers(tmp_path) == []
@@ -195,19 +197,19 @@ def test_a_new_file_is_world_readable_not_mkstemps_private_mode(tmp_path):
 def test_failure_before_any_byte_is_written_keeps_the_old_file(tmp_path, monkeypatch, step):
     path = tmp_path / "table.csv"
     path.write_text("old\n")
-    monkeypatch.setattr(runs.tempfile if step == "mkstemp" else runs.os, step, _fail)
+    monkeypatch.setattr(files.tempfile if step == "mkstemp" else files.os, step, _fail)
     with pytest.raises(Injected):
         atomic_write(path, "new\n")
     assert path.read_text() == "old\n" and _leftovers(tmp_path) == []
 
 
-# -- real kills (the HARNESS_CRASH_AT hook, in a subprocess that imports only harness.runs) ------------------------
+# -- real kills (the HARNESS_CRASH_AT hook, in a subprocess that imports only harness.runs.folder) ------------------------
 
 
 def _killed(tmp_path, code: str, crash_at: str) -> int:
-    """Run ``code`` (with ``from harness.runs import *`` and ``folder``) under the hook; its return code."""
-    env = {**os.environ, runs.CRASH_ENV: crash_at, "PYTHONPATH": str(runs.REPO)}
-    script = f"from pathlib import Path\nfrom harness.runs import *\nfolder = Path({str(tmp_path)!r})\n{code}"
+    """Run ``code`` (with ``from harness.runs.folder import *`` and ``folder``) under the hook; its return code."""
+    env = {**os.environ, files.CRASH_ENV: crash_at, "PYTHONPATH": str(files.REPO)}
+    script = f"from pathlib import Path\nfrom harness.runs.checkpoints import *\nfrom harness.runs.files import *\nfrom harness.runs.folder import *\nfolder = Path({str(tmp_path)!r})\n{code}"
     return subprocess.run([sys.executable, "-c", script], env=env, timeout=60).returncode
 
 
@@ -233,7 +235,7 @@ def test_kill_inside_a_checkpoint_append_loses_at_most_that_line(tmp_path, phase
 
 
 def test_crash_hook_is_inert_when_unset(tmp_path, monkeypatch):
-    monkeypatch.delenv(runs.CRASH_ENV, raising=False)
+    monkeypatch.delenv(files.CRASH_ENV, raising=False)
     Checkpoint(tmp_path / "units.jsonl").add("a", v=1)
     assert atomic_write(tmp_path / "t.csv", "x\n").read_text() == "x\n"
     assert len(Checkpoint(tmp_path / "units.jsonl")) == 1
@@ -269,13 +271,13 @@ def test_fresh_discards_the_old_run_and_starts_empty(tmp_path):
     run = _open(tmp_path, {"n": 1})
     run.checkpoint("losses").add("ex1", loss=1.0)
     (run.root / "table.csv").write_text("old\n")
-    run.manifest(seed=0, model="tiny", data="toy")
+    run.manifest(seed=0, model="tiny", data="toy", analysis_hash=None)
     fresh = _open(tmp_path, {"n": 2}, fresh=True)
     assert sorted(p.name for p in fresh.root.iterdir()) == ["config.json"]
     assert json.loads((fresh.root / "config.json").read_text())["n"] == 2
     assert len(fresh.checkpoint("losses")) == 0 and fresh.rows_computed() == 0
     fresh.checkpoint("losses").add("ex1", loss=2.0)
-    provenance = json.loads(fresh.manifest(seed=0, model="tiny", data="toy").read_text())["provenance"]
+    provenance = json.loads(fresh.manifest(seed=0, model="tiny", data="toy", analysis_hash=None).read_text())["provenance"]
     assert len(provenance) == 1 and provenance[0]["rows_computed"] == 1  # the old run's provenance went with it
 
 
@@ -294,7 +296,7 @@ def test_fresh_refuses_a_folder_the_harness_did_not_write_and_deletes_nothing(tm
 def test_fresh_deletes_an_empty_folder_or_one_holding_the_harness_config(tmp_path):
     (tmp_path / "tiny" / "toy" / "seed0" / "study").mkdir(parents=True)
     _open(tmp_path, {"n": 1}, fresh=True)
-    assert runs.harness_wrote(_open(tmp_path, {"n": 1}).root)
+    assert files.harness_wrote(_open(tmp_path, {"n": 1}).root)
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../..", "../../escaped", "/", "a/../../b", "..\\x", "\x00..",
@@ -303,8 +305,8 @@ def test_model_and_data_names_never_lead_a_run_outside_the_results_root(tmp_path
     results = tmp_path / "results"
     for model, data in [(name, "toy"), ("tiny", name), (name, name)]:
         run = Run.open(results, model, data, "seed0/study", {"study": "study"})
-        assert runs.inside(run.root, results) and run.root.resolve().is_relative_to(results.resolve())
-        slugged = runs.slug(name)
+        assert files.inside(run.root, results) and run.root.resolve().is_relative_to(results.resolve())
+        slugged = files.slug(name)
         assert slugged not in {"", ".", ".."} and not slugged.startswith(".")
         assert not any(c in slugged for c in "/\\") and slugged.isprintable()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
@@ -317,8 +319,8 @@ def test_a_study_folder_outside_the_results_root_is_refused_before_anything_is_w
 
 
 def test_slug_keeps_ordinary_model_and_data_names():
-    assert runs.slug("meta-llama/Llama-3.1-8B") == "meta-llama--Llama-3.1-8B"
-    assert runs.slug("sotu") == "sotu" and runs.slug("smollm2-135m") == "smollm2-135m"
+    assert files.slug("meta-llama/Llama-3.1-8B") == "meta-llama--Llama-3.1-8B"
+    assert files.slug("sotu") == "sotu" and files.slug("smollm2-135m") == "smollm2-135m"
 
 
 def test_fresh_with_the_same_configuration_recomputes_everything(tmp_path):
@@ -339,16 +341,16 @@ def test_a_resume_that_measures_a_key_again_counts_it_as_computed(tmp_path):
     so; a resume that finds everything done adds no provenance entry."""
     first = _study(tmp_path, "ablation_comparison")
     first.checkpoint("losses").add("ex1|own", losses={"L0H0": 1.0})
-    first.manifest(seed=0, model="tiny", data="toy")
+    first.manifest(seed=0, model="tiny", data="toy", analysis_hash=None)
     again = _study(tmp_path, "ablation_comparison")
     assert again.rows_computed() == 0
     again.checkpoint("losses").add("ex1|own", losses={"L0H0": 1.0, "L1H0": 2.0})
     assert len(again.checkpoint("losses")) == 1 and again.rows_computed() == 1
-    provenance = json.loads(again.manifest(seed=0, model="tiny", data="toy").read_text())["provenance"]
+    provenance = json.loads(again.manifest(seed=0, model="tiny", data="toy", analysis_hash=None).read_text())["provenance"]
     assert [p["rows_computed"] for p in provenance] == [1, 1]
     done = _study(tmp_path, "ablation_comparison")
     done.checkpoint("losses")
-    assert len(json.loads(done.manifest(seed=0, model="tiny", data="toy").read_text())["provenance"]) == 2
+    assert len(json.loads(done.manifest(seed=0, model="tiny", data="toy", analysis_hash=None).read_text())["provenance"]) == 2
 
 
 def test_a_sibling_with_the_same_prompt_settings_lends_its_rows_and_they_count_as_not_computed(tmp_path):
@@ -361,7 +363,7 @@ def test_a_sibling_with_the_same_prompt_settings_lends_its_rows_and_they_count_a
     ck = ablation.checkpoint("clean_losses")
     assert ck.get("ex1|own")["loss"] == 9.0 and ck.get("ex1|none")["loss"] == 2.0
     assert ablation.rows_computed() == 1  # the row it computed, not the lent one
-    manifest = json.loads(ablation.manifest(seed=0, model="tiny", data="toy").read_text())
+    manifest = json.loads(ablation.manifest(seed=0, model="tiny", data="toy", analysis_hash=None).read_text())
     assert manifest["reused"] == {f"checkpoints/{ck.path.name}": "pcs_ranking"}
     assert len(Checkpoint(ck.path)) == 2  # written to its own folder: the run stands alone
     resumed = _study(tmp_path, "ablation_comparison", k_profile=2, n_random=5)  # a later attempt still knows the loan
@@ -392,15 +394,15 @@ def test_a_remote_sibling_lends_nothing_and_a_remote_run_borrows_nothing(tmp_pat
     ranking = _study(tmp_path, "pcs_ranking")
     ranking.checkpoint("clean_losses").add("ex1|own", loss=1.0)
     ranking.command = "python -m studies.pcs_ranking --remote ndif"
-    ranking.manifest(seed=0, model="tiny", data="toy")
+    ranking.manifest(seed=0, model="tiny", data="toy", analysis_hash=None)
     assert _study(tmp_path, "ablation_comparison").adopt("clean_losses", ("n", "seed")) == 0
     ranking.command = "python -m studies.pcs_ranking --remote local"  # a resume here: the folder still holds
-    ranking.manifest(seed=0, model="tiny", data="toy")                  # rows the remote run computed
+    ranking.manifest(seed=0, model="tiny", data="toy", analysis_hash=None)                  # rows the remote run computed
     assert _study(tmp_path, "ablation_comparison").adopt("clean_losses", ("n", "seed")) == 0
     local = _study(tmp_path / "b", "pcs_ranking")
     local.checkpoint("clean_losses").add("ex1|own", loss=1.0)
     local.command = "python -m studies.pcs_ranking --remote local"  # nnsight's serialization check: runs here
-    local.manifest(seed=0, model="tiny", data="toy")
+    local.manifest(seed=0, model="tiny", data="toy", analysis_hash=None)
     assert _study(tmp_path / "b", "ablation_comparison").adopt("clean_losses", ("n", "seed")) == 1
     remote = _study(tmp_path, "dps_decoding")
     remote.borrow = False
@@ -430,9 +432,9 @@ def test_a_checkout_is_dirty_for_changed_code_not_for_the_outputs_studies_write(
     (tmp_path / "results" / "summary.md").write_text("old\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
-    monkeypatch.setattr(runs, "REPO", tmp_path)
-    assert runs.git_commit()["dirty"] is False
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    assert provenance.git_commit()["dirty"] is False
     (tmp_path / "results" / "summary.md").write_text("rewritten by a study\n")
-    assert runs.git_commit()["dirty"] is False
+    assert provenance.git_commit()["dirty"] is False
     (tmp_path / "harness.py").write_text("x = 2\n")
-    assert runs.git_commit()["dirty"] is True
+    assert provenance.git_commit()["dirty"] is True

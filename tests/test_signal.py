@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import signal, stats
+from harness.study import signal
+from harness.analysis import stats
 
 
 def _losses(n_users=8, per_user=2, specific=0.1, seed=0):

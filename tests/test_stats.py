@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.stats import (
+from harness.analysis.stats import (
     Comparison,
     binomial_ci,
     bootstrap_ci,
@@ -268,7 +268,7 @@ def test_ignoring_strong_user_clustering_over_rejects_while_clustered_stats_do_n
 
 
 def test_tost_shows_equivalence_difference_or_neither_on_hand_made_user_means():
-    from harness.stats import tost
+    from harness.analysis.stats import tost
 
     users = np.repeat(np.arange(10), 2)  # 10 users, two examples each; per-user means below
     near_zero = np.repeat([0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.015, -0.015, 0.0], 2)
@@ -290,7 +290,7 @@ def test_tost_shows_equivalence_difference_or_neither_on_hand_made_user_means():
 
 
 def test_ratio_ci_resamples_users_and_takes_the_ratio_of_means():
-    from harness.stats import bootstrap_ratio_ci
+    from harness.analysis.stats import bootstrap_ratio_ci
 
     rng = np.random.default_rng(3)
     users = np.repeat(np.arange(25), 2)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from harness.data import Example, ProfileItem
-from harness.decoding import Steering, decode
-from harness.steering import (StyleVectors, continuation_split, fit_style_vectors, last_token_activations,
+from harness.generation.decoding import Steering, decode
+from harness.generation.steering import (StyleVectors, continuation_split, fit_style_vectors, last_token_activations,
                               select_style, steering_for)
 
 ANNA = tuple(ProfileItem(t, position=i) for i, t in enumerate([

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import config as config_module
-from harness import ranking as ranking_module
-from harness import summary, tables
-from harness.heads import HeadSet
-from harness.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
+from harness.study import config as config_module
+from harness.scorers import ranking as ranking_module
+from harness.analysis import summary
+from harness.analysis import tables
+from harness.intervene.heads import HeadSet
+from harness.scorers.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.stats import compare_paired
-from harness.tables import format_number, render, write_tables
+from harness.analysis.stats import compare_paired
+from harness.analysis.tables import format_number, render, write_tables
 
 COLUMNS = [("name", "Head set"), ("n", "n"), ("mean_diff", "Mean diff"), ("ci", "95% CI"),
            ("p_wilcoxon", "p"), ("p_holm", "p_Holm")]

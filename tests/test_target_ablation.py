@@ -14,11 +14,11 @@ import warnings
 import pytest
 import torch
 
-from harness.ablation import capture, head_means
-from harness.arch import shape_of
-from harness.heads import Head, HeadSet
-from harness.pcs import TokenizedInput, ablated_losses, encode, head_effects, target_nll
-from harness.prompt_cache import batch_cache, continuation, window_reference
+from harness.intervene.ablation import capture, head_means
+from harness.models.arch import shape_of
+from harness.intervene.heads import Head, HeadSet
+from harness.intervene.pcs import TokenizedInput, ablated_losses, encode, head_effects, target_nll
+from harness.intervene.prompt_cache import batch_cache, continuation, window_reference
 from reference_hooks import hooked_ablation
 
 PROFILE = "Alice writes short, dry answers about gardening, tomatoes and rain. "
@@ -69,7 +69,7 @@ def families(tiny_models, tokenizer):
 
 @pytest.fixture(scope="module")
 def gemma3():
-    from harness.models import load_model
+    from harness.models.registry import load_model
 
     return load_model("gemma3-270m")
 
@@ -165,7 +165,7 @@ def test_target_position_losses_equal_a_plain_pre_hook_at_target_positions(famil
 @pytest.mark.parametrize("family", ["llama", "gemma3_window"])
 @pytest.mark.parametrize("positions", ["all", "target"])
 def test_per_token_losses_are_the_gold_tokens_nlls_whose_means_are_the_losses(families, family, positions):
-    from harness.pcs import token_nlls
+    from harness.intervene.pcs import token_nlls
 
     model = families[family]
     item = encode(model.tokenizer, VARIANTS["own"], TARGET)
@@ -191,7 +191,7 @@ def test_per_token_losses_are_the_gold_tokens_nlls_whose_means_are_the_losses(fa
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_window"])
 def test_profile_positions_ablate_the_profile_block_only_and_equal_a_pre_hook(families, family):
-    from harness.pcs import head_attributions
+    from harness.intervene.pcs import head_attributions
 
     model = families[family]
     item = encode(model.tokenizer, VARIANTS["own"], TARGET, profile_span=(0, len(PROFILE.rstrip())))
@@ -252,7 +252,7 @@ def test_gemma3_270m_cached_prompt_sees_the_same_sliding_window_keys_as_a_full_f
 
 
 def test_prompt_once_dps_on_a_sliding_window_model_equals_decoding_each_branch(families):
-    from harness.decoding import Contrast, decode
+    from harness.generation.decoding import Contrast, decode
 
     model = families["gemma3_window"]
     prompts = [PROFILE + TASK, TASK]  # left padding; both longer than the window
@@ -281,8 +281,8 @@ def tiny_llama64(families):
 
 def test_target_attribution_matches_finite_difference_at_target_positions(tiny_llama64):
     """With positions="target" AtP is the first-order term of scaling a head only where the gold is predicted."""
-    from harness.arch import out_proj
-    from harness.pcs import head_attributions
+    from harness.models.arch import out_proj
+    from harness.intervene.pcs import head_attributions
 
     model = tiny_llama64
     item = encode(model.tokenizer, VARIANTS["own"], TARGET)
@@ -315,7 +315,7 @@ def test_attribution_ranks_heads_like_target_position_exact_pcs(smollm):
     and AtP summed over the target positions only (0.94)."""
     from scipy.stats import spearmanr
 
-    from harness.pcs import head_attributions
+    from harness.intervene.pcs import head_attributions
 
     item = encode(smollm.tokenizer, VARIANTS["own"] + " " + VARIANTS["other"], TARGET)
     _, exact = head_effects(smollm, item, positions="target")
@@ -329,7 +329,7 @@ def test_attribution_ranks_heads_like_target_position_exact_pcs(smollm):
 
 
 def test_grouped_kv_attention_changes_no_logit_and_restores_the_switch(families, monkeypatch):
-    from harness.prompt_cache import grouped_kv_attention
+    from harness.intervene.prompt_cache import grouped_kv_attention
 
     monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
     hf = families["llama"]._module  # 4 query heads on 2 kv heads

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.urls import checked_host_url
+from harness.models.urls import checked_host_url
 
 SAFE = ["https://api.ndif.us", "https://judge.example.org:8443/v1", "http://localhost:8001", "http://LOCALHOST",
         "http://127.0.0.1:5999", "http://127.8.0.3/", "http://[::1]:8001/v1", "  https://api.ndif.us  "]

@@ -108,7 +108,7 @@ def lead_and_rest(text: str, skipped: dict[str, int], *, max_lead_words: int | N
 LEAK_NGRAM = 8  # a profile item sharing any 8-word sequence with the gold text is left out of that profile
 
 
-def _ngrams(text: str, n: int = LEAK_NGRAM) -> set[tuple[str, ...]]:
+def ngrams(text: str, n: int = LEAK_NGRAM) -> set[tuple[str, ...]]:
     """Lower-cased word n-grams (punctuation ignored), to catch verbatim repeats across speeches."""
     words = re.findall(r"\w+", text.lower())
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)} or {tuple(words)}
@@ -126,8 +126,8 @@ class _Writing:
 
 def _profile(writings: list[_Writing], gold: str) -> tuple[tuple[ProfileItem, ...], int]:
     """Chronological ProfileItems (cut to MAX_ITEM_WORDS) and how many were left out for repeating the gold text."""
-    gold_grams = _ngrams(gold)
-    kept = sorted((w for w in writings if not (_ngrams(w.text) & gold_grams)), key=lambda w: w.order)
+    gold_grams = ngrams(gold)
+    kept = sorted((w for w in writings if not (ngrams(w.text) & gold_grams)), key=lambda w: w.order)
     items = tuple(
         ProfileItem(truncate_words(w.text, MAX_ITEM_WORDS), dict(w.fields), position, w.doc_id)
         for position, w in enumerate(kept)

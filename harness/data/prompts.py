@@ -96,7 +96,7 @@ def _profile_block(texts: list[str]) -> str:
     return PROFILE_HEADER + "\n".join(f"[{i}] {text}" for i, text in enumerate(texts, start=1))
 
 
-def _render(texts: list[str], input_text: str, tokenizer: Any, chat: bool, prefill: str = "") -> str:
+def render_prompt(texts: list[str], input_text: str, tokenizer: Any, chat: bool, prefill: str = "") -> str:
     """Full model text: profile block, input, then the chat template's generation prompt (or a plain cue), then
     ``prefill``: the start of the answer, which the gold output continues (the continuation framing)."""
     block = _profile_block(texts)
@@ -145,12 +145,12 @@ def build_prompt(
     ``framing="prefill"`` starts the answer with the example's lead, so the model continues the text (and the gold
     target, then prefixed by a space, is scored as that continuation); "instruction" leaves the answer empty.
     """
-    from ..pcs import scored_ids  # the scoring module (torch, nnsight): imported when a prompt is built
+    from ..intervene.pcs import scored_ids  # the scoring module (torch, nnsight): imported when a prompt is built
 
     prefill = _prefill(example, framing)
 
     def fits(texts: list[str], input_text: str) -> bool:  # the budget counts the BOS scoring puts first (Gemma's)
-        return len(scored_ids(tokenizer, _render(texts, input_text, tokenizer, chat, prefill))) <= max_prompt_tokens
+        return len(scored_ids(tokenizer, render_prompt(texts, input_text, tokenizer, chat, prefill))) <= max_prompt_tokens
 
     input_text, truncated = example.input, False
     if not fits([], input_text):
@@ -178,12 +178,12 @@ def build_prompt(
         ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
         cut = _largest_fitting_prefix(ids, tokenizer, lambda t: fits([t], input_text))
         texts = [cut] if cut else []
-    with_profile = _render(texts, input_text, tokenizer, chat, prefill)
+    with_profile = render_prompt(texts, input_text, tokenizer, chat, prefill)
     block = _profile_block(texts)
     span = (with_profile.index(block), with_profile.index(block) + len(block)) if block else None
     return Prompt(
         with_profile=with_profile,
-        without_profile=_render([], input_text, tokenizer, chat, prefill),
+        without_profile=render_prompt([], input_text, tokenizer, chat, prefill),
         target=f" {example.output}" if prefill else example.output,
         n_profile_items=len(texts),
         example_id=example.example_id,
@@ -277,7 +277,7 @@ def _twin(prompt: Prompt, source: Example, tokenizer: Any, own_tokens: int, *, r
     texts = _fill(items, tokenizer, own_tokens * (1 - tolerance), own_tokens * (1 + tolerance))
     if texts is None:
         return None
-    text = _render(texts, prompt.input_text or source.input, tokenizer, prompt.chat, prompt.prefill)
+    text = render_prompt(texts, prompt.input_text or source.input, tokenizer, prompt.chat, prompt.prefill)
     block = _profile_block(texts)
     at = text.index(block)
     return text, (at, at + len(block)), _n_tokens(tokenizer, block)

@@ -5,10 +5,23 @@ import dataclasses
 import itertools
 import operator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # planted.py builds Examples, so it is imported for the annotation only
-    from .planted import Planting
+
+class Planted(Protocol):
+    """What a planted corpus stores on ``Example.planted`` (``harness.data.planted.Planting``, which builds Examples and
+    so is not imported here): the user's rule, whether it was applied (False: a control user), and where."""
+
+    @property
+    def rule(self) -> Any: ...
+    @property
+    def applied(self) -> bool: ...
+    @property
+    def output_spans(self) -> tuple[tuple[int, int], ...]: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def control(self) -> bool: ...
 
 
 class DataError(ValueError):
@@ -44,7 +57,7 @@ class Example:
     task: str
     split: str
     lead: str = ""  # text the gold output continues (e.g. a paragraph's first sentence): what a prefill shows
-    planted: Planting | None = None  # the user's planted rule, in a planted corpus (harness.data.planted)
+    planted: Planted | None = None  # the user's planted rule, in a planted corpus (harness.data.planted)
     doc_id: str = ""  # the document the gold text comes from ('' when the source does not say: its own document)
     covariate: float | None = None  # the corpus covariate a ``nearest`` donor is matched on (sotu: the year)
     same_doc: tuple[ProfileItem, ...] = ()  # the user's items from this example's own document (see profile_docs)

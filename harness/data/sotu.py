@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .corpora import MAX_ITEM_WORDS, MAX_OUTPUT_WORDS, MIN_ITEM_WORDS, _ngrams, clean, lead_and_rest, n_words, \
+from .corpora import MAX_ITEM_WORDS, MAX_OUTPUT_WORDS, MIN_ITEM_WORDS, ngrams, clean, lead_and_rest, n_words, \
     truncate_words
 from .records import DataError, Example, ProfileItem
 
@@ -78,7 +78,7 @@ def load_sotu(data_dir: str | Path | None = None) -> list[Example]:
         items = [ProfileItem(truncate_words(text, MAX_ITEM_WORDS), {"address": a["fileid"], "paragraph": str(k),
                                                                     "year": str(a["year"])}, pos, a["fileid"])
                  for pos, (a, k, text) in enumerate(paras)]
-        grams = [_ngrams(text) for _, _, text in paras]
+        grams = [ngrams(text) for _, _, text in paras]
         holders: dict[tuple[str, ...], list[int]] = defaultdict(list)  # 8-gram -> paragraphs holding it
         for i, gs in enumerate(grams):
             for g in gs:

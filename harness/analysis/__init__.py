@@ -1,0 +1,1 @@
+"""Statistics, outcomes, metrics, tables, plots, the results summary and claims."""

@@ -1,0 +1,1 @@
+"""Decoding, generation methods, steering vectors and the judge."""

@@ -1,0 +1,1 @@
+"""Head sets, the ablation design, the prompt cache and PCS."""

@@ -1,0 +1,300 @@
+"""Preference Contribution Score: how much the user's gold-output loss rises when one head is ablated.
+
+``PCS(h) = E_x[L(M without h; x) - L(M; x)]`` with the profile in the prompt; the *profile-contrast* PCS subtracts
+the same difference measured on the no-profile twin of the prompt, isolating what the head does with the profile.
+L is the mean token NLL of the gold output. Per-example effects per prompt variant and the families built from
+them (PCS, profile-contrast and user-specific PCS) are ``harness.scorers.ranking``'s ``ConditionEffects`` and head scorers.
+
+Exact scores batch many heads into one forward (one head set per batch row) and reuse the clean computation below
+the first ablated layer: an ablation at layer l cannot change layers < l, so those blocks are skipped and fed their
+clean outputs. Attribution scores (AtP) approximate every head from one forward and one backward pass.
+Everything runs inside ``model.session(remote=...)``: one request per example remotely.
+
+``positions="target"`` ablates only at the target positions (those whose logits predict the gold tokens). The
+prompt below them is then the same for every head set, so it runs once and each batch of sets is one forward over
+the gold tokens only, attending to the cached prompt (``harness.intervene.prompt_cache``); ``reuse_prompt=False`` re-runs the
+whole sequence instead and gives the same losses.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import nnsight
+import torch
+
+from .ablation import Reference, ablate
+from ..models.arch import block, out_proj, shape_of, unembed
+from .heads import Head, HeadSet, all_heads
+from .prompt_cache import batch_cache, continuation, grouped_kv_attention, window_reference
+
+POSITIONS = ("all", "target", "profile")
+
+# Head sets per forward (one per row). For positions="target", measured with benchmarks/target_ablation_speed.py
+# (150 sets, 1024 + 64 tokens, 2 CPU cores): peak RSS while scoring, SmolLM2-135M 1.6 / 2.3 / 3.5 / 5.7 / 11.8 GB
+# at 8 / 16 / 32 / 64 / 150 rows (~72 MB a row: the row's copy of the prompt KV plus its logits), Gemma-3-270M
+# (262k vocabulary) 3.1 / 4.4 / 6.9 / 11.7 GB at 8 / 16 / 32 / 64; seconds per set flat from 8 to 32 rows on SmolLM2
+# (0.09) and up from 32 on Gemma-3 (0.16 at 16, 0.18 at 32, 0.23 at 64). 16 is the fastest on both and leaves a
+# 24 GB, 2-core machine most of its memory. (It was already the all-positions default.)
+BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class TokenizedInput:
+    """A tokenized input to score: prompt ids followed by the gold target ids."""
+
+    ids: torch.Tensor  # [T] long
+    n_target: int  # the last n_target ids are the gold output
+    profile: tuple[int, int] = (0, 0)  # token span [start, stop) of the profile block in the prompt; empty: none
+
+    @property
+    def n_prompt(self) -> int:
+        return int(self.ids.shape[0]) - self.n_target
+
+    @property
+    def target_positions(self) -> slice:
+        """The positions whose logits predict the gold tokens: the last prompt token to the second-to-last gold one."""
+        t = int(self.ids.shape[0])
+        return slice(t - self.n_target - 1, t - 1)
+
+    def positions(self, where: str) -> slice | None:
+        """Where an ablation acts: None (``"all"``: every position), the target positions, or the profile block's
+        tokens (``"profile"``; an empty slice for a prompt without a profile, so nothing is ablated)."""
+        if where not in POSITIONS:
+            raise ValueError(f"positions {where!r}: choose one of {', '.join(POSITIONS)}")
+        return {"all": None, "target": self.target_positions, "profile": slice(*self.profile)}[where]
+
+
+_ADDS_BOS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts its BOS first when it adds special tokens (asked once per tokenizer: the answer is
+    needed for every prompt, and inside the prompt budget's search)."""
+    try:
+        return _ADDS_BOS[tokenizer]
+    except KeyError:
+        pass
+    except TypeError:  # a tokenizer that cannot be weakly referenced: ask every time
+        return tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
+    adds = _ADDS_BOS[tokenizer] = tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
+    return adds
+
+
+def bos_prefix(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """``[bos]`` when the tokenizer starts every sequence with a BOS token of its own (Gemma, the base Llamas) and
+    ``ids`` (tokenized without special tokens) do not start with it already, as a chat template that writes it out
+    does; ``[]`` otherwise (SmolLM2's tokenizer adds none). Without its BOS, Gemma-3-270M's NLL of plain text triples
+    and it answers no needle-in-a-haystack question (it repeats the question)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None or (len(ids) and ids[0] == bos):
+        return []
+    return [bos] if _adds_bos(tokenizer) else []
+
+
+def scored_ids(tokenizer: Any, text: str) -> list[int]:
+    """``text``'s token ids as the harness scores and decodes them: no special tokens but the tokenizer's own BOS
+    (``bos_prefix``)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return bos_prefix(tokenizer, ids) + ids
+
+
+def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64,
+           profile_span: tuple[int, int] | None = None) -> TokenizedInput:
+    """Tokenize ``prompt`` + ``target`` (target truncated to ``max_target_tokens``) without special tokens but the
+    tokenizer's own BOS (``bos_prefix``); ``profile_span`` (characters of the profile block in ``prompt``) becomes the
+    token span of every token that overlaps it (a fast tokenizer's offsets)."""
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=profile_span is not None)
+    bos = bos_prefix(tokenizer, enc.input_ids)
+    p = enc.input_ids
+    t = tokenizer(target, add_special_tokens=False).input_ids[:max_target_tokens]
+    if not t:
+        raise ValueError("empty gold target: nothing to score")
+    if not p:
+        raise ValueError("empty prompt")
+    span = (0, 0)
+    if profile_span is not None:
+        lo, hi = profile_span
+        inside = [i + len(bos) for i, (a, b) in enumerate(enc["offset_mapping"]) if a < hi and b > lo]
+        span = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    return TokenizedInput(torch.tensor(bos + p + t, dtype=torch.long), len(t), span)
+
+
+def target_nll(logits: torch.Tensor, ids: torch.Tensor, n_target: int, *, per_token: bool = False) -> torch.Tensor:
+    """Mean NLL of the last ``n_target`` tokens of ``ids`` under ``logits`` ([B, T, V]); one value per row
+    (``per_token``: the [B, n_target] NLLs themselves, e.g. for a planted rule's marker tokens).
+
+    ``logits`` may also cover only the ``n_target`` predicting positions ([B, n_target, V], see ``traced_nll``).
+    """
+    t = ids.shape[-1]
+    pred = logits if logits.shape[1] == n_target else logits[:, t - n_target - 1: t - 1]
+    pred = pred.to(torch.promote_types(pred.dtype, torch.float32)).log_softmax(-1)  # bf16/fp16 -> fp32, fp64 kept
+    gold = ids[..., t - n_target:].to(pred.device).expand(pred.shape[0], -1)  # a hosted model's logits are on its GPU
+    nll = -pred.gather(-1, gold[..., None]).squeeze(-1)  # [B, n_target]
+    return nll if per_token else nll.mean(-1)
+
+
+def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0,
+               per_token: bool = False) -> torch.Tensor:
+    """Inside a trace: unembed only the positions that predict the target (saves the vocabulary projection of the
+    whole prompt), and return the target's mean NLL per row.
+
+    ``offset``: sequence index of the traced input's first token (a forward continuing a cached prompt).
+    """
+    head = unembed(model)
+    t = ids.shape[-1]
+    head.input = head.input[:, t - n_target - 1 - offset: t - 1 - offset]
+    return target_nll(model.output.logits, ids, n_target, per_token=per_token)
+
+
+def token_nlls(model: Any, item: TokenizedInput, *, remote: bool | str = False) -> torch.Tensor:
+    """The clean model's NLL of each gold token, ``[n_target]`` (their mean is ``ablated_losses``' clean loss)."""
+    ids = item.ids[None]  # [1, T]
+    with model.trace(input_ids=ids, use_cache=False, remote=remote):
+        nll = nnsight.save(traced_nll(model, ids, item.n_target, per_token=True))
+    return nll[0].detach().cpu()
+
+
+def _expand_rows(value: Any, rows: int) -> Any:
+    """Repeat a single-row block output (tensor or tuple whose first item is the hidden state) to ``rows`` rows."""
+    if isinstance(value, torch.Tensor):
+        return value.expand(rows, *value.shape[1:])
+    return (value[0].expand(rows, *value[0].shape[1:]),) + tuple(value[1:])
+
+
+def _device(model: Any) -> torch.device:
+    """Where the model's weights are (``meta`` for an NDIF client)."""
+    return next(model._module.parameters()).device
+
+
+def lowest_layer(hs: HeadSet) -> int:
+    """The lowest layer a head set ablates (its heads are sorted); an empty set ablates none: past every layer. The
+    blocks below it are what ``ablated_losses`` skips, and ``harness.study.plan`` counts."""
+    return hs.heads[0].layer if len(hs) else 10**9
+
+
+def _scoring_inputs(feed: torch.Tensor, rows: int, prompt: Any, start: int) -> dict[str, Any]:
+    """``model.trace`` keywords of one scoring forward of ``rows`` rows over ``feed`` (``[1, n]``): the whole sequence
+    (``prompt`` None), or the tokens after a cached prompt of ``start`` tokens, each batch with its own cache."""
+    ids = feed.expand(rows, -1)  # [rows, n]
+    if prompt is None:
+        return {"input_ids": ids, "use_cache": False}
+    return {**continuation(ids, start), "cache": batch_cache(prompt, rows)}
+
+
+def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *, mode: str = "zero",
+                   reference: Reference | None = None, positions: str = "all", batch_size: int | None = BATCH_SIZE,
+                   reuse_prefix: bool = True, reuse_prompt: bool = True, per_token: bool = False,
+                   remote: bool | str = False) -> tuple[Any, torch.Tensor]:
+    """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
+
+    ``per_token``: the gold tokens' NLLs instead of their mean, ``(clean[n_target], losses[len(sets), n_target])``
+    (a planted rule's marker tokens are a subset of them; their means are the default's losses).
+
+    ``positions``: ``"all"`` ablates every position; ``"target"`` only the positions that predict the gold tokens
+    (``item.target_positions``); ``"profile"`` only the profile block's tokens (``item.profile``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
+    set per row; None: ``BATCH_SIZE``). ``reuse_prefix`` skips the blocks below a batch's first ablated layer, feeding
+    them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt below the target positions once and
+    each batch over the gold tokens only; ``False`` re-runs the whole sequence (the reference it is tested against).
+    All traces run in one ``model.session`` (one request remotely).
+    """
+    where = item.positions(positions)  # validates the name
+    shape = shape_of(model.config)
+    sets = [HeadSet(s).validate(shape) for s in sets]
+    batch_size = batch_size or BATCH_SIZE
+    order = sorted(range(len(sets)), key=lambda i: (lowest_layer(sets[i]), i))
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    firsts = [min(lowest_layer(sets[i]) for i in c) if reuse_prefix else 0 for c in chunks]
+    firsts = [min(f, shape.n_layers) for f in firsts]
+    ids = item.ids[None]  # [1, T]
+    n_target = item.n_target
+    per_set = (n_target,) if per_token else ()  # each set's loss: one mean, or one NLL per gold token
+    target = item.target_positions
+    cached = positions == "target" and reuse_prompt and target.start > 0
+    start = target.start if cached else 0  # sequence index of each scoring forward's first token
+    feed = ids[:, start:target.stop] if cached else ids  # [1, n_target] or [1, T]
+    at = None if cached else where  # where the ablation acts within `feed` (a cached prompt: all of it)
+    ref = window_reference(reference, target, ids.shape[1]) if cached else reference
+    deepest = max(firsts, default=0)
+    local_cpu = not remote and _device(model).type == "cpu"
+    with grouped_kv_attention(cached and local_cpu), model.session(remote=remote):
+        prompt = None
+        if cached:
+            with model.trace(ids[:, :start], use_cache=True):
+                prompt = model.output.cache
+        with model.trace(**_scoring_inputs(feed, 1, prompt, start)):
+            clean_out = [block(model, k).output for k in range(deepest)]
+            clean = traced_nll(model, ids, n_target, offset=start, per_token=per_token)
+        losses = []
+        for chunk, first in zip(chunks, firsts):
+            rows = len(chunk)
+            with model.trace(**_scoring_inputs(feed, rows, prompt, start)):
+                for k in range(first):
+                    block(model, k).skip(_expand_rows(clean_out[k], rows))
+                ablate(model, [sets[i] for i in chunk], mode=mode, reference=ref, positions=at)
+                losses.append(traced_nll(model, ids, n_target, offset=start, per_token=per_token))
+        all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0, *per_set))
+        clean_loss = nnsight.save(clean)
+    out = torch.empty(len(sets), *per_set)
+    out[[i for c in chunks for i in c]] = all_losses.detach().cpu().to(out.dtype)
+    if per_token:
+        return clean_loss[0].detach().cpu().to(out.dtype), out
+    return float(clean_loss[0]), out
+
+
+def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadSet | None = None, *,
+                 mode: str = "zero", reference: Reference | None = None, positions: str = "all",
+                 batch_size: int | None = None, reuse_prefix: bool = True, reuse_prompt: bool = True,
+                 remote: bool | str = False) -> tuple[float, torch.Tensor]:
+    """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
+
+    ``batch_size`` heads share a forward (default: one layer's heads); ``positions`` and the reuse switches are those
+    of ``ablated_losses``.
+    """
+    shape = shape_of(model.config)
+    heads = list(all_heads(shape)) if heads is None else [h if isinstance(h, Head) else Head(*h) for h in heads]
+    clean, losses = ablated_losses(model, item, [HeadSet([h]) for h in heads], mode=mode, reference=reference,
+                                   positions=positions, batch_size=batch_size or shape.n_heads,
+                                   reuse_prefix=reuse_prefix, reuse_prompt=reuse_prompt, remote=remote)
+    return clean, losses - clean
+
+
+def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", reference: Reference | None = None,
+                      positions: str = "all", remote: bool | str = False) -> tuple[float, torch.Tensor]:
+    """Attribution-patching estimate of every head's loss increase from one forward + one backward pass.
+
+    ``delta_h ~= sum_t (r_h,t - z_h,t) . dL/dz_h,t`` with z the head's slice of the output projection's input and r
+    its replacement (0, mean, resample); t runs over every position, or over ``item.target_positions`` with
+    ``positions="target"`` (the estimate of ``head_effects(..., positions="target")``), or the profile block's tokens
+    with ``"profile"``. Weights are frozen (as on
+    NDIF): the gradient comes from the activations, marked ``requires_grad_(True)`` inside the trace (the first
+    layer's; later ones then carry the graph). Returns ``(clean_loss, deltas[n_layers, n_heads])``.
+    """
+    where = item.positions(positions)
+    shape = shape_of(model.config)
+    ids = item.ids[None]  # [1, T]
+    at = slice(None) if where is None else where
+    with torch.enable_grad(), model.trace(ids, use_cache=False, remote=remote):  # callers may run under no_grad
+        zs = []
+        for layer in range(shape.n_layers):
+            z = out_proj(model, layer).input
+            if not z.requires_grad:  # frozen weights: the first head activations start the graph
+                z.requires_grad_(True)
+            zs.append(z)
+        loss = traced_nll(model, ids, item.n_target)
+        grads = []
+        with loss.sum().backward():
+            for z in reversed(zs):
+                grads.append(z.grad)
+        est = []
+        for layer, (z, g) in enumerate(zip(zs, reversed(grads))):
+            r = torch.zeros_like(z) if mode == "zero" else reference.replacement(layer, z)
+            contrib = ((r - z.detach()) * g)[0, at]  # [t, n_heads * head_dim]
+            est.append(contrib.reshape(-1, shape.n_heads, shape.head_dim).sum(dim=(0, 2)))
+        deltas = nnsight.save(torch.stack(est))
+        clean_loss = nnsight.save(loss.detach())
+    return float(clean_loss[0]), deltas.detach().cpu()
+
+

@@ -1,0 +1,1 @@
+"""The model registry, weight provisioning, the architecture adapter and the remote backend."""

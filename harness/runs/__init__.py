@@ -1,0 +1,1 @@
+"""Durable files, checkpoints, run folders, provenance and logs."""

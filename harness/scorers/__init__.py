@@ -1,0 +1,1 @@
+"""Head rankings: PCS families, retrieval and induction heads."""

@@ -1,0 +1,1 @@
+"""The typed study config, setup, measurement, the signal gate and the plan."""
