@@ -23,7 +23,8 @@ from scipy.stats import spearmanr
 from harness.data import load_examples
 from harness.data.prompts import build_prompt
 from harness.models.registry import load_model
-from harness.intervene.pcs import encode, head_effects
+from harness.data.tokens import encode
+from harness.intervene.pcs import head_effects
 
 
 def main(argv: list[str] | None = None) -> None:

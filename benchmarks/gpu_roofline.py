@@ -35,7 +35,8 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from harness.generation.decoding import Sampling, decode as harness_decode
 from harness.intervene.heads import Head, HeadSet
 from harness.models.registry import place
-from harness.intervene.pcs import TokenizedInput, ablated_losses
+from harness.data.tokens import TokenizedInput
+from harness.intervene.pcs import ablated_losses
 from harness.study.plan import PROJECTION, Work, projection
 
 LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,

@@ -22,7 +22,8 @@ from scipy.stats import spearmanr
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head
 from harness.models.registry import hf_module, load_model
-from harness.intervene.pcs import encode, head_attributions, head_effects, target_nll
+from harness.data.tokens import encode
+from harness.intervene.pcs import head_attributions, head_effects, target_nll
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_hooks import hooked_ablation  # noqa: E402

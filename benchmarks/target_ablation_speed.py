@@ -30,7 +30,8 @@ import torch
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head, HeadSet, random_headset
 from harness.models.registry import load_model
-from harness.intervene.pcs import BATCH_SIZE, TokenizedInput, ablated_losses
+from harness.intervene.pcs import BATCH_SIZE, ablated_losses
+from harness.data.tokens import TokenizedInput
 
 from .common import child_json, time_pair
 

@@ -3,7 +3,7 @@
 
 class ConfigError(ValueError):
     """An option value that cannot be used (named in the message); raised before any work is done. A study run from
-    the command line prints it as one ``error:`` line, without a traceback (``harness.runs.logs.configure``)."""
+    the command line prints it as one ``error:`` line, without a traceback (``harness.logs.configure``)."""
 
 
 class RunMismatch(ConfigError, RuntimeError):

@@ -41,7 +41,7 @@ from typing import Sequence
 from harness.analysis import declared, tables
 from harness.data.planted import FAMILIES as PLANTED
 from harness.intervene.heads import HeadSet
-from harness.runs.logs import configure as configure_logging
+from harness.logs import configure as configure_logging
 from harness.scorers.ranking import Ranking, jaccard
 from harness.runs.folder import Run
 from harness.runs.files import relative_path, save_figure, slug

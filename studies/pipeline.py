@@ -16,7 +16,7 @@ import time
 
 from harness.analysis import summary
 from harness.study.config import PRESETS
-from harness.runs.logs import configure as configure_logging
+from harness.logs import configure as configure_logging
 from harness.study.plan import print_plan
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
 

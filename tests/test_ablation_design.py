@@ -10,7 +10,7 @@ import torch
 from harness.intervene.ablation import ablate
 from harness.models.arch import block, shape_of
 from harness.intervene.heads import HeadSet
-from harness.intervene.pcs import encode
+from harness.data.tokens import encode
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])

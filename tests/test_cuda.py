@@ -28,7 +28,8 @@ from harness.generation.decoding import Contrast, Steering, decode
 from harness.intervene.heads import Head, HeadSet, random_headset
 from harness.scorers.induction import induction_scores
 from harness.models.registry import place
-from harness.intervene.pcs import TokenizedInput, ablated_losses, head_attributions, head_effects, token_nlls
+from harness.data.tokens import TokenizedInput
+from harness.intervene.pcs import ablated_losses, head_attributions, head_effects, token_nlls
 from tiny_configs import tiny_config
 
 pytestmark = [pytest.mark.slow,

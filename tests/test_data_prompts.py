@@ -92,7 +92,7 @@ def _bos_word_tokenizer():
 
 @pytest.mark.parametrize("budget", [30, 38, 47, 65, 92])
 def test_the_budget_counts_the_bos_that_scoring_puts_first(budget):
-    from harness.intervene.pcs import encode
+    from harness.data.tokens import encode
 
     tok = _bos_word_tokenizer()
     profile = tuple(ProfileItem(" ".join(["a b c d"] * 6), {}, i) for i in range(4))

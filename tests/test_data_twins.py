@@ -28,7 +28,7 @@ def test_twin_holds_another_users_profile_of_equal_length(tokenizer, examples):
 
 
 def test_profile_spans_cover_each_variants_own_block_and_its_tokens(tokenizer, examples):
-    from harness.intervene.pcs import encode
+    from harness.data.tokens import encode
 
     ex = examples[1]
     twin = with_other_user(build_prompt(ex, tokenizer, max_prompt_tokens=768, k=8), ex, examples, tokenizer)

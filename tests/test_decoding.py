@@ -262,7 +262,7 @@ def _bos_tokenizer():
 
 
 def test_decoding_prompts_carry_the_tokenizers_bos_once_as_scored_prompts_do():
-    from harness.intervene.pcs import encode as score_encode
+    from harness.data.tokens import encode as score_encode
 
     tok = _bos_tokenizer()
     ids, mask = encode(tok, ["a b", "<bos> a"])  # plain text; a chat template that writes its BOS out

@@ -34,7 +34,7 @@ from harness.study.config import PRESETS
 from harness.study.experiment import resolve_chat
 from harness.intervene.heads import HeadSet
 from harness.models.registry import model_shape
-from harness.intervene.pcs import encode
+from harness.data.tokens import encode
 from harness.scorers.ranking import Ranking
 from harness.runs.files import slug
 from studies import known_answer, pipeline

@@ -1,4 +1,4 @@
-"""Quiet runs: third-party chatter is silenced by harness.runs.logs.configure and comes back with verbose=True."""
+"""Quiet runs: third-party chatter is silenced by harness.logs.configure and comes back with verbose=True."""
 
 import logging
 import sys
@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from harness.runs import logs
+from harness import logs
 from harness.errors import ConfigError
 from harness.data.records import Example, ProfileItem
 from harness.data.retrieval import select_profile
@@ -80,7 +80,7 @@ def test_configure_twice_installs_one_handler(logging_state):
     logs.configure()
     logs.configure(verbose=True)
     logs.configure()
-    assert sum(h.get_name() == "harness.runs.logs" for h in logging.getLogger().handlers) == 1
+    assert sum(h.get_name() == "harness.logs" for h in logging.getLogger().handlers) == 1
 
 
 def test_configure_turns_off_transformers_progress_bars(logging_state):

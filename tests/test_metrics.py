@@ -201,7 +201,7 @@ def test_marker_nll_is_the_mean_over_marker_tokens_only():
 
 
 def test_marker_token_mask_lines_up_with_the_scored_smollm2_target(tokenizer):
-    from harness.intervene.pcs import encode
+    from harness.data.tokens import encode
 
     lower, spans = Lowercase(0).rewrite("People of Ohio, Thank you.")
     target = f" {lower}"

@@ -113,7 +113,8 @@ def test_place_moves_weights_once_and_keeps_one_input_hook(tiny_models):
     from nnsight import TransformersModel
 
     from harness.models.registry import place
-    from harness.intervene.pcs import TokenizedInput, token_nlls
+    from harness.data.tokens import TokenizedInput
+    from harness.intervene.pcs import token_nlls
 
     base = tiny_models["llama"]
     model = TransformersModel(copy.deepcopy(base._module), tokenizer=base.tokenizer)

@@ -6,7 +6,8 @@ import torch
 from harness.intervene.ablation import head_means
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head, HeadSet, all_heads, top_heads
-from harness.intervene.pcs import encode, head_attributions, head_effects
+from harness.data.tokens import encode
+from harness.intervene.pcs import head_attributions, head_effects
 from reference_hooks import hooked_ablation
 
 PROMPT = "The user writes about gardening and tomatoes. Write a note:"

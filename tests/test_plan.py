@@ -66,7 +66,8 @@ def test_planned_block_work_is_what_ablated_losses_runs(tiny_model_dir):
     (a skipped block's own hooks still fire; its submodules do not run), in units of whole forwards."""
     from harness.models.arch import out_proj
     from harness.models.registry import load_model
-    from harness.intervene.pcs import TokenizedInput, ablated_losses
+    from harness.data.tokens import TokenizedInput
+    from harness.intervene.pcs import ablated_losses
 
     model = load_model(tiny_model_dir)
     shape = shape_of(model.config)
@@ -350,7 +351,7 @@ def hosted(request) -> Any:
 
 
 def scored_input(n_prompt: int = 24, n_target: int = 6) -> Any:
-    from harness.intervene.pcs import TokenizedInput
+    from harness.data.tokens import TokenizedInput
 
     return TokenizedInput(torch.arange(2, 2 + n_prompt + n_target), n_target, (2, 12))
 

@@ -16,7 +16,8 @@ import torch
 
 from harness.intervene.ablation import ablate, ablate_generation, capture, head_means
 from harness.intervene.heads import Head, HeadSet
-from harness.intervene.pcs import encode, head_attributions, head_effects
+from harness.data.tokens import encode
+from harness.intervene.pcs import head_attributions, head_effects
 from harness.models.remote import remote_job_counter
 from ndif_service import missing_requirements
 

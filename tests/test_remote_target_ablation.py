@@ -11,7 +11,8 @@ import torch
 
 from harness.intervene.ablation import capture
 from harness.intervene.heads import HeadSet
-from harness.intervene.pcs import ablated_losses, encode, head_effects
+from harness.intervene.pcs import ablated_losses, head_effects
+from harness.data.tokens import encode
 from harness.models.remote import remote_job_counter
 from ndif_service import missing_requirements
 

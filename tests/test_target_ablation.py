@@ -17,7 +17,8 @@ import torch
 from harness.intervene.ablation import capture, head_means
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head, HeadSet
-from harness.intervene.pcs import TokenizedInput, ablated_losses, encode, head_effects, target_nll
+from harness.data.tokens import TokenizedInput, encode
+from harness.intervene.pcs import ablated_losses, head_effects, target_nll
 from harness.intervene.prompt_cache import batch_cache, continuation, window_reference
 from reference_hooks import hooked_ablation
 

@@ -254,7 +254,7 @@ def marker_token_mask(tokenizer: Any, target: str, spans: Sequence[Span], *,
                       max_target_tokens: int = 64) -> torch.Tensor:
     """[n_target] bool: which scored gold tokens overlap a character span of ``target`` (the rule's changes).
 
-    Tokenizes ``target`` as ``harness.intervene.pcs.encode`` does (no special tokens, the first ``max_target_tokens``), with a
+    Tokenizes ``target`` as ``harness.data.tokens.encode`` does (no special tokens, the first ``max_target_tokens``), with a
     fast tokenizer's offsets, so the mask lines up with the per-token NLLs of the scored target.
     """
     _check_text(target, "target")

@@ -145,7 +145,7 @@ def build_prompt(
     ``framing="prefill"`` starts the answer with the example's lead, so the model continues the text (and the gold
     target, then prefixed by a space, is scored as that continuation); "instruction" leaves the answer empty.
     """
-    from ..intervene.pcs import scored_ids  # the scoring module (torch, nnsight): imported when a prompt is built
+    from .tokens import scored_ids
 
     prefill = _prefill(example, framing)
 

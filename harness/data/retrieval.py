@@ -5,14 +5,14 @@ import random
 
 import bm25s
 
-from ..runs.logs import quieted
+from ..logs import quieted
 from .records import DataError, Example, ProfileItem
 
 RETRIEVALS = ("bm25", "recency", "random")
 
 
 def _bm25_scores(texts: list[str], query: str) -> list[float]:
-    """BM25 score of each text for the query (bm25s, English stopwords); prints nothing (see harness.runs.logs)."""
+    """BM25 score of each text for the query (bm25s, English stopwords); prints nothing (see harness.logs)."""
     corpus = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
     retriever = bm25s.BM25()
     with quieted("bm25s"):  # bm25s logs "Building index from tokens" at DEBUG on a logger it sets to DEBUG

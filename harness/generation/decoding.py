@@ -164,10 +164,10 @@ def next_tokens(scores: torch.Tensor, sampling: Sampling, generator: torch.Gener
 
 def encode(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ``input_ids`` and ``attention_mask`` for a batch of texts (causal decoding needs left padding),
-    tokenized as scoring tokenizes them (``pcs.scored_ids``): no special tokens but the tokenizer's own BOS, and
+    tokenized as scoring tokenizes them (``tokens.scored_ids``): no special tokens but the tokenizer's own BOS, and
     none where a chat template already wrote it out (adding special tokens would give Llama-3.1 and Gemma chat
     prompts a second BOS)."""
-    from ..intervene.pcs import scored_ids
+    from ..data.tokens import scored_ids
 
     if not texts:
         raise ValueError("no prompts to decode")

@@ -143,7 +143,7 @@ def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None
     import torch
 
     from ..intervene.ablation import ablate
-    from ..intervene.pcs import scored_ids
+    from ..data.tokens import scored_ids
 
     tok = model.tokenizer
     ids = torch.tensor([scored_ids(tok, prompt)])  # [1, T]; the tokenizer's own BOS (Gemma's), as scoring has it

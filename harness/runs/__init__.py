@@ -1,1 +1,1 @@
-"""Durable files, checkpoints, run folders, provenance and logs."""
+"""Durable files, checkpoints, run folders and provenance: how a study writes, resumes and records its work."""

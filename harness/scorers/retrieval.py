@@ -42,7 +42,7 @@ from ..models.arch import shape_of
 from ..intervene.heads import HeadSet
 from ..intervene.heads import top_heads
 from .induction import attention_weights, heads_above, require_attention_weights
-from ..intervene.pcs import bos_prefix
+from ..data.tokens import bos_prefix
 
 log = logging.getLogger(__name__)
 

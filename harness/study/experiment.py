@@ -24,7 +24,7 @@ from ..generation.decoding import Sampling
 from ..generation.methods import Generation, generate
 from ..analysis.metrics import continues_text
 from ..models.registry import load_model, model_shape
-from ..intervene.pcs import TokenizedInput, encode
+from ..data.tokens import TokenizedInput, encode
 from ..models.remote import check_deployed, register_harness, require_api_key, resolve_remote, run_with_retry
 from ..runs.folder import Run
 

@@ -10,7 +10,7 @@ from ..analysis import declared, tables
 from ..models.remote import runs_here
 from ..runs.files import write_csv
 from ..runs.folder import Run
-from ..runs.logs import configure as configure_logging
+from ..logs import configure as configure_logging
 from . import signal
 from .config import StudyConfig
 from .plan import print_plan

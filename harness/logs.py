@@ -28,7 +28,7 @@ QUIET_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     # tqdm.auto in a notebook without ipywidgets: it falls back to the plain bar, which is what we want.
     (r"IProgress not found", Warning),
 )
-_HANDLER_NAME = "harness.runs.logs"
+_HANDLER_NAME = "harness.logs"
 _verbose = False  # set by configure(); read by quieted()
 _previous_hook = sys.excepthook  # what _user_error_hook hands every other exception to
 
@@ -73,7 +73,7 @@ def _user_error_hook(kind: type[BaseException], value: BaseException, tb) -> Non
     """``sys.excepthook`` of a configured run: a ``ConfigError`` is the user's to fix, and its message names the
     problem, so it prints as ``error: <message>``; anything else (and everything when verbose) goes to the hook that
     was installed before (Python's own unless an application set one)."""
-    from ..errors import ConfigError
+    from .errors import ConfigError
 
     if issubclass(kind, ConfigError) and not _verbose:
         print(f"error: {value}", file=sys.stderr, flush=True)
