@@ -18,7 +18,7 @@ alternately ``--repeats`` times (load the model, warm up once, then ``--calls`` 
 Prints per model and positions the median wall seconds, CPU seconds in user and kernel mode, minor page faults and
 peak RSS of each, each one's speedup over the default, and max |Δloss| (they must agree).
 
-Measured on 2 cores (the numbers are in README, Benchmarks): at the target positions the studies score, both are
+Measured on 2 cores (the numbers are in benchmarks/README.md): at the target positions the studies score, both are
 slower, keeping freed memory also at more RSS; at all positions huge pages cut the faults but not the kernel time,
 and keeping freed memory helps by a margin that does not repeat. The kernel's cost is zeroing and unmapping fresh
 pages, not the count of faults; so the harness keeps glibc's and PyTorch's defaults.

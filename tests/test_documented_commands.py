@@ -1,6 +1,6 @@
-"""Every ``python -m studies.<name> ...`` command README.md and docs/ give their reader parses and validates: its
-flags exist, its values are accepted and, for the pipeline, every stage it would start gets a valid configuration.
-Nothing runs: no model is loaded and nothing is written."""
+"""Every ``python -m studies.<name> ...`` command README.md, docs/, benchmarks/README.md and scripts/reproduce.sh give
+their reader parses and validates: its flags exist, its values are accepted and, for the pipeline, every stage it would
+start gets a valid configuration. Nothing runs: no model is loaded and nothing is written."""
 
 import contextlib
 import io
@@ -16,7 +16,8 @@ from studies import (ablation_comparison, cross_model, dps_decoding, known_answe
                      seeds, signal)
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md",
+        ROOT / "scripts" / "reproduce.sh"]
 CONFIGS = {"signal": signal.SignalConfig, "pcs_ranking": pcs_ranking.RankingConfig,
            "ablation_comparison": ablation_comparison.AblationConfig, "dps_decoding": dps_decoding.DPSConfig,
            "known_answer": known_answer.KnownAnswerConfig, "seeds": seeds.SeedsConfig,
@@ -75,7 +76,7 @@ COMMANDS = [(f"{doc.relative_to(ROOT)}:{n}", module, argv) for doc in DOCS
 
 def test_the_docs_give_commands_for_every_study():
     assert len(COMMANDS) >= 30 and {m for _, m, _ in COMMANDS} >= {*CONFIGS, "pipeline", "paper_tables"}
-    assert any(where.startswith("docs") for where, _, _ in COMMANDS)
+    assert {where.split("/")[0] for where, _, _ in COMMANDS} >= {"docs", "scripts"}
 
 
 @pytest.mark.parametrize("where, module, argv", COMMANDS, ids=[f"{w}:{m}" for w, m, _ in COMMANDS])
