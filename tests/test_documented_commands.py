@@ -96,3 +96,10 @@ def test_a_misspelled_flag_or_a_bad_value_in_a_documented_command_fails(monkeypa
     [(_, module, argv)] = documented_commands("`python -m studies.pipeline --preset quick -- --max-target-tokens 0`")
     with pytest.raises(ConfigError, match="max-target-tokens"):
         check_command(module, argv, monkeypatch)
+
+
+def test_the_readme_is_a_front_door_of_at_most_200_lines_of_at_most_120_characters():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines"
+    long = [f"{i}: {len(line)}" for i, line in enumerate(lines, start=1) if len(line) > 120]
+    assert not long, f"README.md lines over 120 characters: {long}"
