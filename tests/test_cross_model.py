@@ -190,7 +190,7 @@ def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros
     """``cross_model-zero-all/`` is not a model: paper_tables names its numbers ``CrossZeroAll...``, beside (never
     over) the primary design's ``Cross...``, and the results summary skips it."""
     from harness.analysis import summary
-    from studies import paper_tables
+    from harness.analysis import paper
 
     save(results, "m4", "conventions2012", 0, (4, 2),  # the zero design: only m4's seed-0 contrast set moves
          {"specific_pcs": "L3H0,L1H1", "contrast_pcs": "L3H0,L2H1", "retrieval": "L3H0,L2H1,L0H0",
@@ -198,7 +198,7 @@ def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros
     cross_model.main(["--results", str(results)])
     run = cross_model.main(["--results", str(results), "--ranking-folder", "pcs_ranking-zero-all"])
     assert run.root == results / "cross_model-zero-all"
-    numbers = paper_tables.v2_numbers(results)
+    numbers = paper.v2_numbers(results)
     primary = "CrossMFourConvContrastPcsVsRetrievalShared"  # seed 0 carries no seed tag
     zero = "CrossZeroAllMFourConvContrastPcsVsRetrievalShared"
     assert numbers[primary].value == 0  # L2H0, L0H1 against L3H0, L2H1
