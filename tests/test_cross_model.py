@@ -1,4 +1,4 @@
-"""studies.cross_model on hand-built rankings (no model): two models of 4 and 8 layers, two seeds, a real and two
+"""studies.cross_model (harness.study.across_models) on hand-built rankings (no model): two models of 4 and 8 layers, two seeds, a real and two
 planted data folders; relative depths, Jaccards and shared heads computed by hand."""
 
 import csv
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.scorers.ranking import Ranking
+from harness.study import across_models
 from studies import cross_model
 
 FAMILIES = ("specific_pcs", "contrast_pcs", "retrieval", "induction")
@@ -169,15 +170,15 @@ def test_no_rankings_is_an_error_naming_what_it_reads(tmp_path):
 
 
 def test_data_folders_relate_as_real_planted_or_other():
-    assert cross_model.base_dataset("planted-conventions2012-signoff") == ("conventions2012", "signoff")
-    assert cross_model.base_dataset("debates2016") == ("debates2016", None)
-    assert cross_model.relation("conventions2012", "planted-conventions2012-case") == "real vs planted"
-    assert cross_model.relation("planted-conventions2012-lexicon", "planted-conventions2012-case") == \
+    assert across_models.base_dataset("planted-conventions2012-signoff") == ("conventions2012", "signoff")
+    assert across_models.base_dataset("debates2016") == ("debates2016", None)
+    assert across_models.relation("conventions2012", "planted-conventions2012-case") == "real vs planted"
+    assert across_models.relation("planted-conventions2012-lexicon", "planted-conventions2012-case") == \
         "planted vs planted"
-    assert cross_model.relation("conventions2012", "debates2016") == "across datasets"
-    assert cross_model.relation("debates2016", "planted-conventions2012-case") == "across datasets"
-    assert cross_model.common_k([{1: 0, 3: 0, 5: 0}, {1: 0, 3: 0}]) == 3
-    assert cross_model.common_k([{1: 0, 3: 0}, {1: 0, 3: 0}], 5) is None
+    assert across_models.relation("conventions2012", "debates2016") == "across datasets"
+    assert across_models.relation("debates2016", "planted-conventions2012-case") == "across datasets"
+    assert across_models.common_k([{1: 0, 3: 0, 5: 0}, {1: 0, 3: 0}]) == 3
+    assert across_models.common_k([{1: 0, 3: 0}, {1: 0, 3: 0}], 5) is None
 
 
 def test_another_designs_rankings_go_to_their_own_folder():
