@@ -66,7 +66,8 @@ def load_entries(results: Path, folder: str = "pcs_ranking") -> list[Entry]:
         log.info("not read (v1 layout, no seed level): %s", ", ".join(str(p.relative_to(results)) for p in v1))
     if not found:
         ignored = f"; {len(v1)} v1 folder(s) without a seed level are not read ({v1[0]}, ...)" if v1 else ""
-        raise SystemExit(f"cross_model: no head rankings in {results}: it reads {reader.RANKING_LAYOUT.format(folder=folder)} (run "
+        layout = reader.RANKING_LAYOUT.format(folder=folder)
+        raise SystemExit(f"cross_model: no head rankings in {results}: it reads {layout} (run "
                          f"`python -m studies.pcs_ranking` first){ignored}")
     entries = []
     for f in found:
