@@ -34,7 +34,7 @@ from harness.analysis import results as reader
 from harness.data.planted import FAMILIES
 from harness.errors import ConfigError
 from harness.runs.folder import Run
-from harness.runs.provenance import hash_of, source_data
+from harness.runs.provenance import hash_of
 from harness.study import across_planted as across
 from harness.study.config import StudyConfig, option
 from harness.study.lifecycle import begin
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> Run:
                         caption="planted users; Holm within each family's table")
     tables.write_tables(across.overlap_rows(removal.rankings), across.OVERLAP_COLUMNS, run.root,
                         "overlap_across_families")
-    read = source_data(p for folders in runs.values() for p in folders.values() if reader.finished(p))
+    read = reader.source_data(p for folders in runs.values() for p in folders.values() if reader.finished(p))
     run.manifest(seed=cfg.seed, model=cfg.model, data=f"planted:{cfg.data}", data_sha256=hash_of(read),
                  analysis_hash=declared.current_hash(), extra={
         "runs": {f: {s: str(p) for s, p in folders.items()} for f, folders in runs.items()}, "run_data_sha256": read})

@@ -32,6 +32,13 @@ def test_a_table_the_run_did_not_write_is_none_and_missing_cells_follow_the_chos
     assert reader.manifest(tmp_path / "run") == {"config": {"study": "run"}} and reader.finished(tmp_path / "run")
 
 
+def test_a_run_that_reads_other_runs_records_their_data_hashes_off_their_manifests(tmp_path):
+    for name, digest in (("a", "x"), ("b", "y")):
+        finished(tmp_path / name)
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"data_sha256": digest}))
+    assert reader.source_data([tmp_path / "a", tmp_path / "b"]) == {str(tmp_path / "a"): "x", str(tmp_path / "b"): "y"}
+
+
 def test_finished_runs_are_ordered_by_seed_then_study_and_skip_unfinished_and_foreign_folders(tmp_path):
     data = tmp_path / "m" / "d"
     for folder in ("seed10/signal", "seed2/dps_decoding", "seed2/ablation_comparison-zero-all",

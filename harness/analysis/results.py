@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -42,6 +42,12 @@ def finished(folder: Path) -> bool:
 def manifest(folder: Path) -> dict:
     """A run folder's ``manifest.json``: its config, counts, provenance and what it read."""
     return json.loads((Path(folder) / "manifest.json").read_text())
+
+
+def source_data(folders: Iterable[Path]) -> dict[str, str]:
+    """Each finished run folder's data hash, read off its manifest: what a run that reads other runs rather than data
+    (a summary across seeds or planted families) records as its data."""
+    return {str(p): manifest(p).get("data_sha256") for p in folders}
 
 
 def table(folder: Path, stem: str, *, na: Sequence[str] | None = None, pairs: bool = False) -> pd.DataFrame | None:

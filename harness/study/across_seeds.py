@@ -18,7 +18,6 @@ from ..analysis import declared as analysis
 from ..analysis import outcomes, tables
 from ..analysis import results as reader
 from ..intervene.heads import copy_heads
-from ..runs.provenance import source_data
 from ..scorers.ranking import Ranking, topk_overlap
 from .config import StudyConfig
 
@@ -48,7 +47,7 @@ def seed_data(folders: dict[int, tuple[Path, ...]]) -> dict[str, str]:
     disagree (a ranking and an ablation of different draws or corpus versions) is refused, naming both."""
     out = {}
     for s, runs in folders.items():
-        hashes = source_data(runs)
+        hashes = reader.source_data(runs)
         if len(set(hashes.values())) != 1:
             named = ", ".join(f"{p}: {h}" for p, h in hashes.items())
             raise SystemExit(f"seed {s}: its runs used different data ({named}); rerun them from the same "
