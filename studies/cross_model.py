@@ -53,6 +53,7 @@ class CrossModelConfig(Options):
     plan: bool = option(False, "list the rankings it would read and exit, writing nothing", runtime=True)
 
     def validate(self) -> None:
+        """Refuse a --k below 1, naming the option."""
         super().validate()
         if self.k is not None and self.k < 1:
             raise ConfigError(f"--k must be >= 1, got {self.k}")
@@ -65,6 +66,7 @@ class CrossModelConfig(Options):
 
 
 def main(argv: list[str] | None = None) -> Run | None:
+    """Read every ranking, write depth, overlap and contrast_vs_copy (and depth.png) and print their summary."""
     cfg = CrossModelConfig.from_argv(argv)
     configure_logging(cfg.verbose)
     results = Path(cfg.results)

@@ -48,10 +48,12 @@ class KnownAnswerConfig(StudyConfig):
     planted: list[str] = option(list(FAMILIES), "planted families whose runs are read", choices=FAMILIES)
 
     def family_data(self, family: str) -> str:
+        """The ``--data`` name of ``family`` planted into this config's dataset."""
         return across.planted_data(self.data, family)
 
 
 def main(argv: list[str] | None = None) -> Run:
+    """Read each planted family's runs and write the known-answer tables and figure side by side."""
     cfg = KnownAnswerConfig.from_argv(argv)
     begin(cfg)
     if cfg.data.startswith("planted:"):

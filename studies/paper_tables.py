@@ -32,6 +32,7 @@ class PaperConfig(Options):
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Write the paper's generated files (or, with --claims, print the claims' check and write nothing)."""
     cfg = PaperConfig.from_argv(argv)
     if cfg.claims:
         from harness.analysis.claims import load_claims, report

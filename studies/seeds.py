@@ -36,15 +36,18 @@ class SeedsConfig(StudyConfig):
     seeds: list[int] = option([0, 1, 2], "split seeds whose runs are summarized")
 
     def validate(self) -> None:
+        """Refuse fewer than two seeds."""
         super().validate()
         if len(self.seeds) < 2:
             raise ConfigError(f"--seeds needs at least two seeds, got {self.seeds}")
 
     def folder(self, study: str | None = None) -> str:
+        """``all_seeds/<study>[-<design>]``: beside the seed folders, not in one."""
         return super().folder(study).replace(f"seed{self.seed}/", "all_seeds/", 1)
 
 
 def main(argv: list[str] | None = None) -> Run:
+    """Read each seed's ranking and ablation runs, write the overlap, copy-head, per-seed and pooled tables."""
     cfg = SeedsConfig.from_argv(argv)
     begin(cfg)
     folders = across.seed_runs(cfg, cfg.seeds)

@@ -123,6 +123,7 @@ def finished_runs(data_dir: Path) -> list[Path]:
     """The finished study folders of a ``<model>/<data>`` folder: ``seed<k>/<study>[-<design>]``, then
     ``all_seeds/<summary>``; by seed, then study (:data:`STUDY_ORDER`), then name."""
     def order(p: Path) -> tuple:
+        """Seed (the pooled folder last), study, name."""
         study = next((i for i, s in enumerate(STUDY_ORDER) if p.name.startswith(s)), len(STUDY_ORDER))
         seed = seed_number(p.parent)
         return 1 << 30 if seed is None else seed, study, p.name

@@ -159,6 +159,7 @@ class Options:
         return getattr(self, f.name) != f.metadata.get("added_as", _NOT_ADDED)
 
     def config_hash(self) -> str:
+        """The hash of :meth:`numbers_config`: what checkpoints and manifests are keyed by."""
         return config_hash(self.numbers_config())
 
     def subset(self, *names: str) -> dict[str, Any]:
@@ -168,6 +169,7 @@ class Options:
         return {name: _plain(getattr(self, name)) for name in names if self._recorded(fields[name])}
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field and its value, runtime options included."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def command(self) -> str:
