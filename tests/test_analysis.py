@@ -8,6 +8,7 @@ import tomllib
 import pytest
 
 from harness.analysis import declared as analysis
+from harness.analysis import results as reader
 from harness.analysis import summary
 from harness.analysis.declared import ANALYSIS_PATH, AnalysisError
 from harness.runs.folder import Run
@@ -31,7 +32,7 @@ def test_the_ablation_study_measures_the_declared_primary_outcome_family_and_nul
     from studies.pcs_ranking import RankingConfig
 
     decl = analysis.load()
-    assert summary.OUTCOME_ORDER[0] == decl.primary.outcome  # the outcome the summary and tables lead with
+    assert reader.OUTCOME_ORDER[0] == decl.primary.outcome  # the outcome the summary and tables lead with
     families = RankingConfig.build({"preset": "full"}).families
     assert decl.conflicts(AblationConfig.build({"preset": "full"}).numbers_config(), families) == []
     quick = AblationConfig.build({"preset": "quick", "k_heads": [1, 3, 10]}).numbers_config()

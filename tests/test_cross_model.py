@@ -1,4 +1,4 @@
-"""studies.cross_model on hand-built rankings (no model): two models of 4 and 8 layers, two seeds, a real and two
+"""studies.cross_model (harness.study.across_models) on hand-built rankings (no model): two models of 4 and 8 layers, two seeds, a real and two
 planted data folders; relative depths, Jaccards and shared heads computed by hand."""
 
 import csv
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.scorers.ranking import Ranking
+from harness.study import across_models
 from studies import cross_model
 
 FAMILIES = ("specific_pcs", "contrast_pcs", "retrieval", "induction")
@@ -169,15 +170,15 @@ def test_no_rankings_is_an_error_naming_what_it_reads(tmp_path):
 
 
 def test_data_folders_relate_as_real_planted_or_other():
-    assert cross_model.base_dataset("planted-conventions2012-signoff") == ("conventions2012", "signoff")
-    assert cross_model.base_dataset("debates2016") == ("debates2016", None)
-    assert cross_model.relation("conventions2012", "planted-conventions2012-case") == "real vs planted"
-    assert cross_model.relation("planted-conventions2012-lexicon", "planted-conventions2012-case") == \
+    assert across_models.base_dataset("planted-conventions2012-signoff") == ("conventions2012", "signoff")
+    assert across_models.base_dataset("debates2016") == ("debates2016", None)
+    assert across_models.relation("conventions2012", "planted-conventions2012-case") == "real vs planted"
+    assert across_models.relation("planted-conventions2012-lexicon", "planted-conventions2012-case") == \
         "planted vs planted"
-    assert cross_model.relation("conventions2012", "debates2016") == "across datasets"
-    assert cross_model.relation("debates2016", "planted-conventions2012-case") == "across datasets"
-    assert cross_model.common_k([{1: 0, 3: 0, 5: 0}, {1: 0, 3: 0}]) == 3
-    assert cross_model.common_k([{1: 0, 3: 0}, {1: 0, 3: 0}], 5) is None
+    assert across_models.relation("conventions2012", "debates2016") == "across datasets"
+    assert across_models.relation("debates2016", "planted-conventions2012-case") == "across datasets"
+    assert across_models.common_k([{1: 0, 3: 0, 5: 0}, {1: 0, 3: 0}]) == 3
+    assert across_models.common_k([{1: 0, 3: 0}, {1: 0, 3: 0}], 5) is None
 
 
 def test_another_designs_rankings_go_to_their_own_folder():
@@ -190,7 +191,7 @@ def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros
     """``cross_model-zero-all/`` is not a model: paper_tables names its numbers ``CrossZeroAll...``, beside (never
     over) the primary design's ``Cross...``, and the results summary skips it."""
     from harness.analysis import summary
-    from studies import paper_tables
+    from harness.analysis import paper
 
     save(results, "m4", "conventions2012", 0, (4, 2),  # the zero design: only m4's seed-0 contrast set moves
          {"specific_pcs": "L3H0,L1H1", "contrast_pcs": "L3H0,L2H1", "retrieval": "L3H0,L2H1,L0H0",
@@ -198,7 +199,7 @@ def test_the_paper_reads_another_designs_cross_model_folder_under_its_own_macros
     cross_model.main(["--results", str(results)])
     run = cross_model.main(["--results", str(results), "--ranking-folder", "pcs_ranking-zero-all"])
     assert run.root == results / "cross_model-zero-all"
-    numbers = paper_tables.v2_numbers(results)
+    numbers = paper.v2_numbers(results)
     primary = "CrossMFourConvContrastPcsVsRetrievalShared"  # seed 0 carries no seed tag
     zero = "CrossZeroAllMFourConvContrastPcsVsRetrievalShared"
     assert numbers[primary].value == 0  # L2H0, L0H1 against L3H0, L2H1

@@ -12,7 +12,8 @@ from harness.analysis import outcomes
 from harness.analysis import stats
 from harness.analysis import tables
 from harness.intervene.heads import HeadSet
-from harness.scorers.ranking import Ranking, estimator_agreement, jaccard, overlaps, topk_stability
+from harness.scorers.ranking import (Ranking, chance_overlap, estimator_agreement, jaccard, overlaps, topk_overlap,
+                                     topk_stability)
 
 
 def row(example, user, name, family, k, *, own, none, clean_own=2.0, clean_none=2.5, other=None, clean_other=None,
@@ -164,6 +165,17 @@ def test_jaccard_overlaps_and_estimator_agreement():
     same = torch.arange(24.0).reshape(2, 3, 4)
     agree = estimator_agreement(same, same * 2)
     assert agree["spearman_mean_scores"] == pytest.approx(1.0) and agree["top10_overlap"] == 10
+
+
+def test_topk_overlap_is_one_row_of_jaccard_shared_heads_and_the_chance_scale():
+    a, b = HeadSet.parse("L0H0,L0H1,L1H0"), HeadSet.parse("L1H0,L0H1,L1H1")
+    assert topk_overlap(a, b) == {"jaccard": pytest.approx(2 / 4), "n_shared": 2, "shared": "L0H1,L1H0"}
+    # 16 heads, two random 3-sets: 9/16 shared on average; P(>= 2 shared) = (C(3,2)C(13,1) + C(3,3)) / C(16,3)
+    row = topk_overlap(a, b, n_heads=16)
+    assert row["chance_shared"] == pytest.approx(9 / 16) and row["p_chance"] == pytest.approx(40 / 560)
+    none = topk_overlap(a, HeadSet.parse("L2H0,L2H1,L3H0"), n_heads=16)
+    assert (none["jaccard"], none["n_shared"], none["shared"], none["p_chance"]) == (0.0, 0, "none", 1.0)
+    assert chance_overlap(1, 3, 16) == (pytest.approx(9 / 16), pytest.approx(1 - 286 / 560))
 
 
 def test_damage_matched_residual_and_percentile_among_sets_of_similar_damage():

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from harness.analysis.claims import check, load_claims
+from harness.analysis import paper
 from studies import paper_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "paper"
 CLAIMS = PAPER / "claims.toml"
-PREFIXES = (*sorted(paper_tables.MODEL_SHORT.values()), "Cross")  # model macros and studies.cross_model's
+PREFIXES = (*sorted(paper.MODEL_SHORT.values()), "Cross")  # model macros and studies.cross_model's
 
 
 def paper_text() -> str:
@@ -44,7 +45,7 @@ def test_every_macro_used_in_the_paper_is_defined():
 
 
 def test_every_claim_in_the_paper_holds_for_the_committed_results():
-    numbers = paper_tables.v2_numbers(ROOT / "results")
+    numbers = paper.v2_numbers(ROOT / "results")
     problems = check(load_claims(CLAIMS), numbers, paper_text(), defined_macros())
     assert not problems, "\n".join(problems)
 
@@ -173,18 +174,18 @@ def test_a_perturbed_committed_number_breaks_exactly_its_claim(results_copy, rel
     target = results_copy / rel
     saved = target.read_bytes()
     try:
-        numbers = paper_tables.v2_numbers(results_copy)
+        numbers = paper.v2_numbers(results_copy)
         claims = load_claims(CLAIMS)
         assert check(claims, numbers, paper_text(), defined_macros()) == []
         _perturb(target, match, change)
-        problems = check(claims, paper_tables.v2_numbers(results_copy), paper_text(), defined_macros())
+        problems = check(claims, paper.v2_numbers(results_copy), paper_text(), defined_macros())
         assert len(problems) == 1 and problems[0].startswith(f"claim {claim!r} no longer holds"), problems
     finally:
         target.write_bytes(saved)
 
 
 def test_a_claim_stated_without_an_entry_in_the_claims_file_fails(tmp_path):
-    numbers = paper_tables.v2_numbers(ROOT / "results")
+    numbers = paper.v2_numbers(ROOT / "results")
     text = paper_text() + r"\claim{unheld}{heads carry preference}"
     assert check(load_claims(CLAIMS), numbers, text) == [
         "the text states claim 'unheld', which the claims file does not hold"]
@@ -193,14 +194,14 @@ def test_a_claim_stated_without_an_entry_in_the_claims_file_fails(tmp_path):
 def test_a_p_value_macro_carries_its_relation_and_typesets_in_math_mode():
     """The text writes ``$p\\Macro$``: a value prints ``= 0.031``, a small one ``= 5.0 x 10^-4`` and one below the
     tables' floor ``< 10^-4`` (never ``p = <1e-4``, and never \\textless, which is text mode only)."""
-    assert paper_tables.fmt_p(1e-6) == r"\ensuremath{<10^{-4}}"
-    assert paper_tables.fmt_p(0.0312) == r"\ensuremath{=0.031}"
-    assert paper_tables.fmt_p(5e-4) == r"\ensuremath{=5.0\times10^{-4}}"
+    assert paper.fmt_p(1e-6) == r"\ensuremath{<10^{-4}}"
+    assert paper.fmt_p(0.0312) == r"\ensuremath{=0.031}"
+    assert paper.fmt_p(5e-4) == r"\ensuremath{=5.0\times10^{-4}}"
 
 
 def test_the_text_writes_no_relation_before_a_p_value_macro():
     """A p macro prints its own relation, so ``p=\\Macro`` in the text would read ``p = = 0.031``."""
-    numbers = paper_tables.v2_numbers(ROOT / "results")
+    numbers = paper.v2_numbers(ROOT / "results")
     p_macros = {name for name, n in numbers.items() if n.text.startswith(r"\ensuremath{=") or
                 n.text.startswith(r"\ensuremath{<")}
     assert p_macros, "no p-value macro was generated"
@@ -210,6 +211,6 @@ def test_the_text_writes_no_relation_before_a_p_value_macro():
 
 def test_a_number_below_the_fourth_decimal_typesets_as_a_power_of_ten():
     """0.000 would hide a CI end's sign and size, and ``2.3e-05`` is not how a paper prints it."""
-    assert paper_tables.fmt(2.3e-5) == r"\ensuremath{2.3\times10^{-5}}"
-    assert paper_tables.fmt(-8.3e-5) == r"\ensuremath{-8.3\times10^{-5}}"
-    assert paper_tables.fmt(0.0123) == "0.012" and paper_tables.fmt(0.0) == "0.000"
+    assert paper.fmt(2.3e-5) == r"\ensuremath{2.3\times10^{-5}}"
+    assert paper.fmt(-8.3e-5) == r"\ensuremath{-8.3\times10^{-5}}"
+    assert paper.fmt(0.0123) == "0.012" and paper.fmt(0.0) == "0.000"

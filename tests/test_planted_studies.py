@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import ConfigError
+from harness.study import across_planted
 from studies import ablation_comparison, dps_decoding, known_answer, pcs_ranking
 from studies import signal as signal_study
 
@@ -68,7 +69,8 @@ def test_known_answer_puts_the_families_side_by_side_and_names_missing_runs(plan
     assert set(removed.family) == {"case", "lexicon"} and set(removed["set"]) >= {"specific_pcs", "retrieval"}
     assert "random:specific_pcs" in set(removed["set"])  # what the heads' layer-matched random sets remove
     # the figure: a panel per family whose planted signal (case: the profile gain) is a gain, none without one
-    signal = removed[removed.outcome == removed.family.map(lambda f: known_answer.SIGNAL.get(f, "specific_gain_lost"))]
+    signal = removed[removed.outcome == removed.family.map(
+        lambda f: across_planted.SIGNAL.get(f, "specific_gain_lost"))]
     assert run.path("gain_removed_by_family.png").exists() == bool((signal.planted_gain > 0).any())
     # the share is the mean gain lost over the planted users' clean specific gain, from the same run's losses
     losses = pd.read_csv(runs["case"]["ablation"].path("signal_losses.csv"))

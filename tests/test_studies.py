@@ -15,6 +15,7 @@ from harness.analysis import summary
 from harness.analysis import tables
 from harness.intervene.heads import HeadSet
 from harness.scorers.ranking import HEAD_SCORERS, HeadScores, Ranking, register_head_scorer
+from harness.analysis import paper
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking
 
 pytestmark = pytest.mark.slow
@@ -211,7 +212,7 @@ def test_paper_tables_are_generated_from_results(finished, tmp_path):
     assert "Each named head set at the largest k" in appendix, appendix[:500]
     best = json.loads((dps.root / "manifest.json").read_text())["best_baseline"]  # the baseline's name, as a macro
     named = re.search(r"\\newcommand\{\\(\w+)DpsBestBaseline\}\{([^}]*)\}", macros)
-    assert named and named.group(2) == paper_tables.BASELINE_NAMES[best], (best, named)
+    assert named and named.group(2) == paper.BASELINE_NAMES[best], (best, named)
 
 
 def test_paper_tables_give_each_study_folder_its_measured_minutes(tmp_path):
@@ -223,7 +224,7 @@ def test_paper_tables_give_each_study_folder_its_measured_minutes(tmp_path):
                             "pcs_ranking": {"rendered_by": {"commit": "abc"}}}.items():
         (seed / study).mkdir(parents=True)
         (seed / study / "manifest.json").write_text(json.dumps(manifest))
-    numbers = paper_tables.v2_numbers(tmp_path)
+    numbers = paper.v2_numbers(tmp_path)
     assert numbers["SmolConvSeedOneDpsMinutes"] == (15.5, "16")
     assert numbers["SmolConvSeedOneAblZeroAllMinutes"].text == "1"
     assert not [k for k in numbers if "Ranking" in k]
@@ -254,7 +255,7 @@ def test_seeds_summary_reports_overlap_and_a_pooled_estimate(tiny_model_dir, tmp
     abl0 = Path(man["seed_runs"]["0"][1]) / "manifest.json"
     assert seed_data["0"] == json.loads(abl0.read_text())["data_sha256"] and set(seed_data) == {"0", "1"}
     assert man["data_sha256"] not in (hashlib.sha256(b"").hexdigest(), *seed_data.values())
-    numbers = paper_tables.v2_numbers(tmp_path)  # the pooled estimate reaches the paper as macros
+    numbers = paper.v2_numbers(tmp_path)  # the pooled estimate reaches the paper as macros
     prefix = next(k for k in numbers if k.endswith("PooledSpecificPcsVsRandomMatchedMeanMean")).removesuffix(
         "SpecificPcsVsRandomMatchedMeanMean")
     assert numbers[prefix + "NExamples"].value == 6 and numbers[prefix + "Seeds"].value == 2

@@ -1,1 +1,2 @@
-"""Statistics, outcomes, metrics, tables, plots, the results summary and claims."""
+"""Statistics, outcomes, metrics, tables, plots, the one reader of committed results, the results summary, the
+paper's numbers and claims."""

@@ -2,9 +2,10 @@
 
 It is built only from the files the studies wrote (``signal.csv``, ``mde.csv``, ``comparison_<outcome>.csv``,
 ``set_summary.csv``, ``damage_matched.csv``, ``dps_vs_best_baseline.csv``, ``comparison_pooled_<outcome>.csv``),
-never from a run's memory, so it reads the same after a resume. ``summary.md`` at the results root holds one section
-per ``<model>/<data>`` folder, with every seed and ablation design found there; every study's ``finish`` (and the
-pipeline at its end) rewrites it and prints the section of its own model and data:
+never from a run's memory (found and read through :mod:`harness.analysis.results`), so it reads the same after a
+resume. ``summary.md`` at the results root holds one section per ``<model>/<data>`` folder, with every seed and
+ablation design found there; every study's ``finish`` (and the pipeline at its end) rewrites it and prints the section
+of its own model and data:
 
 - the profile signal (``gain_own``, ``gain_specific``) with its interval, on the evaluation and discovery splits;
 - the head-set comparison: the primary family's top-k vs each other family and vs its layer-matched random sets
@@ -31,14 +32,12 @@ from typing import Iterator
 import pandas as pd
 
 from . import declared as analysis
+from . import results as reader
 from . import stats
-from ..intervene.heads import HeadSet, copy_heads
+from ..intervene.heads import copy_heads
 from ..runs.files import TEMP_SUFFIX, atomic_write, slug
 from .tables import format_number
 
-SIGNAL_SOURCES = ("signal", "pcs_ranking", "ablation_comparison", "dps_decoding")  # where signal.csv is read first
-OUTCOME_ORDER = ("specific_gain_lost", "gain_lost", "nll_increase")  # the head-set block shows the first one found
-STUDY_ORDER = ("signal", "pcs_ranking", "ablation_comparison", "dps_decoding", "seeds_summary")
 _muted = [0]  # > 0 inside ``muted()``: report() writes summary.md but prints nothing
 
 
@@ -67,8 +66,7 @@ def write(root: Path) -> Path:
     """``<root>/summary.md``: one section per ``<model>/<data>`` folder that holds v2 (``seed<k>/``) runs."""
     for stale in root.glob(f".summary.md.*{TEMP_SUFFIX}"):  # a killed summary write's temporary
         stale.unlink(missing_ok=True)
-    folders = [d for m in sorted(p for p in root.iterdir() if p.is_dir()) for d in sorted(m.iterdir())
-               if d.is_dir() and _runs(d)] if root.is_dir() else []
+    folders = [d for d in reader.data_folders(root) if reader.finished_runs(d)]
     body = "\n".join(section(d, root) for d in folders) or "No study results yet.\n"
     return atomic_write(root / "summary.md", "# Summary of the results in this folder\n\n" + HOW + "\n"
                         + declared(root) + body)
@@ -101,27 +99,25 @@ def declared(root: Path) -> str:
 
 def _pooled_p_null(data_dir: Path, fam: analysis.Family) -> list[tuple[str, float]]:
     """``(set, p_null)`` of the pooled rows of ``fam``'s outcome at its k in the primary design's seeds summary."""
-    path = data_dir / "all_seeds" / "seeds_summary" / "set_summary_by_seed.csv"
-    if not path.exists():
+    t = reader.pooled_set_summary(data_dir / reader.POOLED / "seeds_summary")
+    if t is None:
         return []
-    t = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    t = t[(t["seed"].astype(str) == "pooled") & (t.outcome == fam.outcome)
-          & (t.null_matched_to == t["set"] + f"@{fam.k}")]
+    t = t[(t.outcome == fam.outcome) & (t.null_matched_to == t["set"] + f"@{fam.k}")]
     return [(r["set"], float(r.p_null)) for _, r in t.iterrows()]
 
 
 def _copy_merged(data_dir: Path, k: int, decl: analysis.Analysis) -> bool:
     """Whether retrieval and induction enter as one ``copy_heads`` set on this model and corpus: measured so in the
     pooled summary, else every seed's ranking merges them (``heads.copy_heads``); with no ranking, as declared."""
-    summary_csv = data_dir / "all_seeds" / "seeds_summary" / "set_summary_by_seed.csv"
-    if summary_csv.exists() and (pd.read_csv(summary_csv)["set"] == analysis.COPY_HEADS).any():
+    pooled = reader.table(data_dir / reader.POOLED / "seeds_summary", "set_summary_by_seed")
+    if pooled is not None and (pooled["set"] == analysis.COPY_HEADS).any():
         return True
     verdicts = []
-    for path in sorted(data_dir.glob("seed*/pcs_ranking/ranking.json")):
-        sets = json.loads(path.read_text())["sets"]
-        a, b = (sets.get(m, {}).get(str(k)) for m in decl.copy_members)
+    for folder in reader.seed_rankings(data_dir):
+        sets = reader.ranking_sets(folder)
+        a, b = (sets.get(m, {}).get(k) for m in decl.copy_members)
         if a and b:
-            verdicts.append(copy_heads(HeadSet.parse(a), HeadSet.parse(b), min_overlap=decl.copy_min_overlap).merged)
+            verdicts.append(copy_heads(a, b, min_overlap=decl.copy_min_overlap).merged)
     return all(verdicts)
 
 
@@ -130,7 +126,7 @@ def _analysis_note(runs: list[Path], root: Path) -> list[str]:
     now = analysis.current_hash()
     other = {}
     for run in runs:
-        made = json.loads((run / "manifest.json").read_text()).get("analysis_hash")
+        made = reader.manifest(run).get("analysis_hash")
         if made != now:
             other.setdefault(made or "none", []).append(f"`{run.relative_to(root)}`")
     if not other:
@@ -152,20 +148,9 @@ HOW = ("Written by every study at its end from the files below (`python -m harne
        f"{stats.MIN_USERS_FOR_CI} users the range of the user means (\"range\").\n")
 
 
-def _runs(data_dir: Path) -> list[Path]:
-    """Finished study folders below ``<model>/<data>``: ``seed<k>/<study>[-design]`` and ``all_seeds/<summary>``."""
-    def order(p: Path) -> tuple:
-        study = next((i for i, s in enumerate(STUDY_ORDER) if p.name.startswith(s)), len(STUDY_ORDER))
-        seed = int(m.group(1)) if (m := re.fullmatch(r"seed(\d+)", p.parent.name)) else 1 << 30
-        return seed, study, p.name
-    found = [p.parent for p in data_dir.glob("*/*/manifest.json")
-             if re.fullmatch(r"seed\d+|all_seeds", p.parent.parent.name)]
-    return sorted(found, key=order)
-
-
 def section(data_dir: Path, root: Path) -> str:
     """The summary of one ``<model>/<data>`` folder: per seed, the signal, each ablation design, DPS; then where."""
-    runs = _runs(data_dir)
+    runs = reader.finished_runs(data_dir)
     lines = [f"## {data_dir.parent.name} on {data_dir.name}", ""]
     if not runs:
         return "\n".join(lines + ["No finished study here yet.", ""])
@@ -198,19 +183,11 @@ def _guarded(block, folder: Path) -> list[str]:
         return [f"Could not summarize `{folder.name}`: {type(e).__name__}: {e}", ""]
 
 
-def signal_source(seed_dir: Path, *, finished: bool = False) -> Path | None:
-    """The ``signal.csv`` a seed folder's signal is read from: the first study of ``SIGNAL_SOURCES`` that wrote one,
-    else any other (a non-primary design alone has it too); ``finished``: only from runs with a manifest."""
-    candidates = [seed_dir / s / "signal.csv" for s in SIGNAL_SOURCES] + sorted(seed_dir.glob("*/signal.csv"))
-    return next((p for p in candidates if p.exists() and (not finished or (p.parent / "manifest.json").exists())),
-                None)
-
-
 def _signal_block(seed_dir: Path) -> list[str]:
-    source = signal_source(seed_dir)
+    source = reader.signal_source(seed_dir)
     if source is None:
         return []
-    sig = pd.read_csv(source)
+    sig = reader.table(source.parent, "signal")
     lines = [f"**Signal** (`{source.parent.name}/signal.csv`; gain = loss without − with the profile):", ""]
     groups = ["all", "planted"] if "group" in sig else [None]  # a planted corpus: all users, then the planted ones
     for split in ("evaluation", "discovery"):
@@ -233,21 +210,21 @@ def _signal_block(seed_dir: Path) -> list[str]:
             "measured (interval above 0)" if _is_ci(row.interval) and low > 0 else
             "**none measured** (too few users for a CI)" if not _is_ci(row.interval) else
             "**none measured** (CI includes 0): head effects are not evidence about preference"))
-    mde = seed_dir / "signal" / "mde.csv"
-    if mde.exists():
-        first = pd.read_csv(mde).iloc[0]
+    mde = reader.table(seed_dir / "signal", "mde")
+    if mde is not None:
+        first = mde.iloc[0]
         lines.append(f"- minimal detectable effect at {int(first.n_users)} evaluation users: {_num(first.mde)} nats "
                      f"(`signal/mde.csv` sizes other numbers of users)")
     return lines + [""]
 
 
 def _ablation_block(run: Path) -> list[str]:
-    outcome = next((o for o in OUTCOME_ORDER if (run / f"comparison_{o}.csv").exists()), None)
+    outcome = reader.first_outcome(run, "comparison_")
     if outcome is None:
         return []
-    comp = pd.read_csv(run / f"comparison_{outcome}.csv")
+    comp = reader.table(run, f"comparison_{outcome}")
     primary = comp.name.iloc[0]
-    summary = pd.read_csv(run / "set_summary.csv") if (run / "set_summary.csv").exists() else None
+    summary = reader.table(run, "set_summary")
     own = summary[(summary.outcome == outcome) & (summary["set"] == primary.split("@")[0])] if summary is not None \
         else pd.DataFrame()
     effect = _num(comp.mean_a.iloc[0]) + ("" if own.empty else f" ({_interval(own.ci.iloc[0], own.interval.iloc[0])}"
@@ -263,10 +240,10 @@ def _ablation_block(run: Path) -> list[str]:
         lines += ["", "Each family's percentile in its own layer-matched random null (null p = (1 + #{null ≥ it}) / "
                   "(1 + N), before any correction): " + "; ".join(
             f"{r['set']} {r.null_percentile:.1f} ({_p(r.p_null)})" for _, r in s.iterrows())]
-    damage = run / "damage_matched.csv"
-    if damage.exists() and outcome == "specific_gain_lost":
+    damage = reader.table(run, "damage_matched")
+    if damage is not None and outcome == "specific_gain_lost":
         min_near = analysis.load().min_near_sets
-        for _, d in pd.read_csv(damage).iterrows():
+        for _, d in damage.iterrows():
             n = int(d.n_near_damage)
             where = (f"percentile {d.percentile_near_damage:.1f}, p {_p(d.get('p_near_damage', float('nan')))}"
                      if n >= min_near else f"not placed: fewer than {min_near}")
@@ -290,10 +267,9 @@ def _set_name(name: str) -> str:
 
 
 def _dps_block(run: Path) -> list[str]:
-    path = run / "dps_vs_best_baseline.csv"
-    if not path.exists():
+    comp = reader.table(run, "dps_vs_best_baseline")
+    if comp is None:
         return []
-    comp = pd.read_csv(path)
     comp = comp[(comp.outcome == "rougeL") & ~comp.name.str.contains(r"-g[0-9.]+$")]  # the gamma sweep: its own plot
     best = comp.baseline.iloc[0]
     rows = [[r['name'], _num(r.mean_a), _num(r.mean_diff), _interval(r.ci, r.interval), _p(r.p_holm), _num(r.mde)]
@@ -304,17 +280,16 @@ def _dps_block(run: Path) -> list[str]:
 
 
 def _seeds_block(run: Path) -> list[str]:
-    outcome = next((o for o in OUTCOME_ORDER if (run / f"comparison_pooled_{o}.csv").exists()), None)
+    outcome = reader.first_outcome(run, "comparison_pooled_")
     if outcome is None:
         return []
-    comp = pd.read_csv(run / f"comparison_pooled_{outcome}.csv")
+    comp = reader.table(run, f"comparison_pooled_{outcome}")
     rows = [[_set_name(r.baseline), _num(r.mean_diff),
              _interval(r.ci, r.interval), _p(r.p_holm), _verdict(r)] for _, r in comp.iterrows()]
     lines = [f"**Pooled over seeds** (`{run.name}/comparison_pooled_{outcome}.csv`), `{comp.name.iloc[0]}` vs:", ""]
     lines += _table(["set", "difference", "interval", "p (Holm)", "verdict"], rows)
-    overlap = run / "overlap_across_seeds.csv"
-    if overlap.exists():
-        o = pd.read_csv(overlap)
+    o = reader.table(run, "overlap_across_seeds")
+    if o is not None:
         o = o[o.k == o.k.max()]
         lines += ["", f"Top-{int(o.k.iloc[0])} overlap across seeds (mean Jaccard): " + "; ".join(
             f"{r.family} {format_number(r.mean_jaccard)}" for _, r in o.iterrows())]

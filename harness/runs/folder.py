@@ -146,7 +146,7 @@ class Run:
         """Write ``manifest.json``: data and its hash, split, config and its hash, versions, and the provenance list.
 
         The data hash is over ``examples``; a run that reads other runs instead passes ``data_sha256`` (e.g.
-        :func:`hash_of` over :func:`source_data`), never the hash of no examples.
+        :func:`hash_of` over ``harness.analysis.results.source_data``), never the hash of no examples.
 
         ``analysis_hash`` is the content hash of the declared analysis (``analysis.toml``) the run was made under
         (``harness.analysis.declared.current_hash()``): required, so no manifest leaves it out.

@@ -53,14 +53,9 @@ def data_hash(examples: Iterable[Any]) -> str:
     return h.hexdigest()
 
 
-def source_data(folders: Iterable[Path]) -> dict[str, str]:
-    """Each finished run folder's data hash, read off its manifest: what a run that reads other runs rather than data
-    (a summary across seeds or planted families) records as its data."""
-    return {str(p): json.loads((Path(p) / "manifest.json").read_text()).get("data_sha256") for p in folders}
-
-
 def hash_of(hashes: dict[str, str]) -> str:
-    """One hash over named data hashes (order-free): such a summary's ``data_sha256``."""
+    """One hash over named data hashes (order-free): the ``data_sha256`` of a run that reads other runs (their data
+    hashes: ``harness.analysis.results.source_data``)."""
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 

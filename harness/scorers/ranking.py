@@ -301,12 +301,34 @@ def topk_stability(per_example: torch.Tensor, k: int, users: list[str], *, n_boo
     return float(np.mean(jac)), freq / n_boot
 
 
+def chance_overlap(n_shared: int, k: int, n_heads: int) -> tuple[float, float]:
+    """Two top-k sets among ``n_heads`` heads sharing ``n_shared``: the number two independent uniformly random
+    k-sets share on average (k^2 / n_heads), and the chance that they share at least ``n_shared`` (hypergeometric
+    upper tail). The yardstick for a Jaccard across models of different head counts: 2 shared heads of 10 is likely
+    among 72 heads and rare among 270. Ranked heads are not random sets, so it is a reference, not a test of a
+    mechanism."""
+    from scipy.stats import hypergeom
+
+    return k * k / n_heads, float(hypergeom.sf(n_shared - 1, n_heads, k, k))
+
+
+def topk_overlap(a: HeadSet, b: HeadSet, n_heads: int | None = None) -> dict:
+    """Two top-k sets compared, the one overlap row every study writes: ``jaccard``, ``n_shared`` and the heads
+    ``shared`` ("none" when none); with ``n_heads`` (the model's head count) also ``chance_shared`` and ``p_chance``
+    (:func:`chance_overlap`), the scale on which models of different sizes compare."""
+    shared = a & b
+    row = {"jaccard": jaccard(a, b), "n_shared": len(shared), "shared": str(shared) or "none"}
+    if n_heads is not None:
+        row["chance_shared"], row["p_chance"] = chance_overlap(len(shared), len(a), n_heads)
+    return row
+
+
 def overlaps(ranking: Ranking) -> list[dict]:
-    """Jaccard and shared heads of every pair of families' top-k sets, at every k."""
+    """Jaccard and the number of shared heads of every pair of families' top-k sets, at every k."""
     fams = ranking.families
-    return [{"k": k, "set_a": a, "set_b": b, "jaccard": jaccard(ranking.top(a, k), ranking.top(b, k)),
-             "shared": len(ranking.top(a, k) & ranking.top(b, k))}
-            for k in sorted(next(iter(ranking.sets.values()))) for i, a in enumerate(fams) for b in fams[i + 1:]]
+    return [{"k": k, "set_a": a, "set_b": b, "jaccard": row["jaccard"], "shared": row["n_shared"]}
+            for k in sorted(next(iter(ranking.sets.values()))) for i, a in enumerate(fams) for b in fams[i + 1:]
+            for row in [topk_overlap(ranking.top(a, k), ranking.top(b, k))]]
 
 
 def estimator_agreement(exact: torch.Tensor, approx: torch.Tensor, top: int = 10) -> dict:

@@ -19,7 +19,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Sequence
 
 from ..errors import ConfigError
 from ..models.registry import DEFAULT_MODEL
@@ -58,24 +58,133 @@ _NOT_ADDED = object()
 
 
 def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, runtime: bool = False,
-           added_as: Any = _NOT_ADDED) -> Any:
+           added_as: Any = _NOT_ADDED, const: Any = None) -> Any:
     """A config field: ``default``, a one-line ``help``, allowed ``choices``; ``runtime=True`` marks an option that
     cannot change a number (results folder, --fresh, remote host, batch sizes), left out of ``numbers_config``.
     ``added_as``: for an option added after runs were committed, the value that reproduces the behaviour before it
-    existed; while it holds that value it is left out of ``numbers_config``, so those runs keep their hash."""
+    existed; while it holds that value it is left out of ``numbers_config``, so those runs keep their hash.
+    ``const``: the value of the flag given without one (``--claims`` alone: the default claims file)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "runtime": runtime,
-            "added_as": added_as}
+            "added_as": added_as, "const": const}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
 @dataclass
-class StudyConfig:
-    """Options every study shares: model, data, the discovery/evaluation split, prompts and statistics."""
+class Options:
+    """A command's typed options: its command line generated from the fields (``option``), validation, the numbers
+    config (every field that can change a number) and the command that reproduces it. Studies extend
+    :class:`StudyConfig`; a command that reads other runs (studies.cross_model, the paper) declares its own fields."""
 
     study: ClassVar[str] = ""
     argv: ClassVar[list[str]] = []  # set per instance by from_argv: the flags it was built from
+
+    # ---- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def parser(cls, description: str = "") -> argparse.ArgumentParser:
+        """An argparse parser generated from the fields; every default is SUPPRESS so explicit flags are known."""
+        ap = argparse.ArgumentParser(description=description or (cls.__doc__ or "").splitlines()[0])
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            kind, is_list = _scalar_type(hints[f.name])
+            help_text = f"{f.metadata.get('help', '')} (default: {_default_of(f)!r})"
+            kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+            if kind is bool:
+                ap.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+                continue
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+            if f.metadata.get("const") is not None:
+                kw.update(nargs="?", const=f.metadata["const"])
+            ap.add_argument(flag, type=kind, **({"nargs": "+"} if is_list else {}), **kw)
+        return ap
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str] | None = None, **overrides: Any) -> Self:
+        """Field defaults, then the preset's overrides, then explicit flags (then ``overrides``), validated."""
+        explicit = vars(cls.parser().parse_args(argv))
+        explicit.update(overrides)
+        cfg = cls.build(explicit)
+        cfg.argv = list(sys.argv[1:] if argv is None else argv)
+        return cfg
+
+    @classmethod
+    def build(cls, explicit: dict[str, Any]) -> Self:
+        """A config from explicit values over the preset named in them (or the default preset), where the config has
+        a ``preset`` option."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(explicit) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no option {', '.join(unknown)}")
+        values = {}
+        if "preset" in names:
+            preset = explicit.get("preset", _default_of(next(f for f in dataclasses.fields(cls)
+                                                             if f.name == "preset")))
+            if preset not in PRESETS:
+                raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+            values = {k: v for k, v in PRESETS[preset].items() if k in names}
+        values.update(explicit)
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Refuse values outside an option's choices and duplicates in a list, naming the option (subclasses extend
+        this)."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind, is_list = _scalar_type(hints[f.name])
+            choices = f.metadata.get("choices")
+            bad = [v for v in (value if is_list else [value]) if v not in choices] if choices and value is not None \
+                else []
+            if bad:
+                raise ConfigError(f"--{_flag(f.name)} {bad[0]!r} is not one of {', '.join(map(str, choices))}")
+            if is_list and value is not None and len(set(value)) != len(value):
+                raise ConfigError(f"--{_flag(f.name)} has duplicates: {value}")
+
+    # ---- what determines the numbers -----------------------------------------------------------------------------
+    def numbers_config(self) -> dict[str, Any]:
+        """Every field that can change a number (all but runtime-only ones), plus the study's name."""
+        out = {"study": self.study}
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("runtime") and self._recorded(f):
+                out[f.name] = _plain(getattr(self, f.name))
+        return out
+
+    def _recorded(self, f: dataclasses.Field) -> bool:
+        """Whether a field's value is recorded: all but an option at its ``added_as`` value (see ``option``)."""
+        return getattr(self, f.name) != f.metadata.get("added_as", _NOT_ADDED)
+
+    def config_hash(self) -> str:
+        """The hash of :meth:`numbers_config`: what checkpoints and manifests are keyed by."""
+        return config_hash(self.numbers_config())
+
+    def subset(self, *names: str) -> dict[str, Any]:
+        """The named fields (what a derived artefact depends on), less those that hold their ``added_as`` value (as
+        in ``numbers_config``)."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        return {name: _plain(getattr(self, name)) for name in names if self._recorded(fields[name])}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field and its value, runtime options included."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def command(self) -> str:
+        """The command that reproduces this config: ``python -m <study module> <flags>``, repository paths relative."""
+        from ..runs.provenance import module_name
+        from ..runs.files import relative_path
+
+        module = sys.modules.get(type(self).__module__)  # under ``python -m studies.x`` the module is ``__main__``
+        name = module_name(module, fallback=type(self).__module__)
+        return " ".join(["python -m", name, *[relative_path(a) for a in self.argv]])
+
+
+@dataclass
+class StudyConfig(Options):
+    """Options every study shares: model, data, the discovery/evaluation split, prompts and statistics."""
 
     preset: str = option("quick", "field overrides applied before explicit flags", choices=tuple(PRESETS),
                          runtime=True)
@@ -128,63 +237,9 @@ class StudyConfig:
                                "backwards, tokens, remote requests, time estimate) and exit: sends, loads onto NDIF "
                                "and writes nothing", runtime=True)
 
-    # ---- construction -------------------------------------------------------------------------------------------
-    @classmethod
-    def parser(cls, description: str = "") -> argparse.ArgumentParser:
-        """An argparse parser generated from the fields; every default is SUPPRESS so explicit flags are known."""
-        ap = argparse.ArgumentParser(description=description or (cls.__doc__ or "").splitlines()[0])
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            kind, is_list = _scalar_type(hints[f.name])
-            help_text = f"{f.metadata.get('help', '')} (default: {_default_of(f)!r})"
-            kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-            if kind is bool:
-                ap.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-                continue
-            if f.metadata.get("choices"):
-                kw["choices"] = f.metadata["choices"]
-            ap.add_argument(flag, type=kind, nargs="+" if is_list else None, **kw)
-        return ap
-
-    @classmethod
-    def from_argv(cls, argv: Sequence[str] | None = None, **overrides: Any) -> "StudyConfig":
-        """Field defaults, then the preset's overrides, then explicit flags (then ``overrides``), validated."""
-        explicit = vars(cls.parser().parse_args(argv))
-        explicit.update(overrides)
-        cfg = cls.build(explicit)
-        cfg.argv = list(sys.argv[1:] if argv is None else argv)
-        return cfg
-
-    @classmethod
-    def build(cls, explicit: dict[str, Any]) -> "StudyConfig":
-        """A config from explicit values over the preset named in them (or the default preset)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(explicit) - names)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no option {', '.join(unknown)}")
-        preset = explicit.get("preset", _default_of(next(f for f in dataclasses.fields(cls) if f.name == "preset")))
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        values = {k: v for k, v in PRESETS[preset].items() if k in names}
-        values.update(explicit)
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
     def validate(self) -> None:
         """Refuse values that cannot work, naming the option (subclasses extend this)."""
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kind, is_list = _scalar_type(hints[f.name])
-            choices = f.metadata.get("choices")
-            bad = [v for v in (value if is_list else [value]) if v not in choices] if choices and value is not None \
-                else []
-            if bad:
-                raise ConfigError(f"--{_flag(f.name)} {bad[0]!r} is not one of {', '.join(map(str, choices))}")
-            if is_list and value is not None and len(set(value)) != len(value):
-                raise ConfigError(f"--{_flag(f.name)} has duplicates: {value}")
+        super().validate()
         for name in ("n_boot", "n_perm", "k_profile", "max_prompt_tokens", "max_target_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
@@ -214,19 +269,6 @@ class StudyConfig:
             raise ConfigError(f"--k-heads {max(self.k_heads)} is more than the model's {shape.n_total} heads "
                               f"({shape})")
 
-    # ---- what determines the numbers -----------------------------------------------------------------------------
-    def numbers_config(self) -> dict[str, Any]:
-        """Every field that can change a number (all but runtime-only ones), plus the study's name."""
-        out = {"study": self.study}
-        for f in dataclasses.fields(self):
-            if not f.metadata.get("runtime") and self._recorded(f):
-                out[f.name] = _plain(getattr(self, f.name))
-        return out
-
-    def _recorded(self, f: dataclasses.Field) -> bool:
-        """Whether a field's value is recorded: all but an option at its ``added_as`` value (see ``option``)."""
-        return getattr(self, f.name) != f.metadata.get("added_as", _NOT_ADDED)
-
     def folder(self, study: str | None = None) -> str:
         """The run folder of ``study`` (default: this one), below ``results/<model>/<data>/``: ``seed<seed>/<study>``
         for the primary ablation design (mean ablation at target positions), ``seed<seed>/<study>-<mode>-<positions>``
@@ -238,27 +280,6 @@ class StudyConfig:
         design = "" if (self.mode, self.positions) == PRIMARY_DESIGN else f"-{self.mode}-{self.positions}"
         donor = "" if self.donor == resolve_donor("auto", self.data) else f"-donor-{self.donor}"
         return f"seed{self.seed}/{study}{design}{donor}"
-
-    def config_hash(self) -> str:
-        return config_hash(self.numbers_config())
-
-    def subset(self, *names: str) -> dict[str, Any]:
-        """The named fields (what a derived artefact depends on), less those that hold their ``added_as`` value (as
-        in ``numbers_config``)."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        return {name: _plain(getattr(self, name)) for name in names if self._recorded(fields[name])}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    def command(self) -> str:
-        """The command that reproduces this config: ``python -m <study module> <flags>``, repository paths relative."""
-        from ..runs.provenance import module_name
-        from ..runs.files import relative_path
-
-        module = sys.modules.get(type(self).__module__)  # under ``python -m studies.x`` the module is ``__main__``
-        name = module_name(module, fallback=type(self).__module__)
-        return " ".join(["python -m", name, *[relative_path(a) for a in self.argv]])
 
 
 def preset_keys_known(configs: Sequence[type[StudyConfig]]) -> list[str]:
