@@ -10,12 +10,14 @@ stage (e.g. ``-- --remote ndif --model meta-llama/Llama-3.1-8B``).
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 import time
+from dataclasses import dataclass
 
 from harness.analysis import summary
-from harness.study.config import PRESETS
+from harness.models.registry import DEFAULT_MODEL
+from harness.study.config import PRESETS, Options, option
 from harness.logs import configure as configure_logging
 from harness.study.plan import print_plan
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
@@ -32,40 +34,41 @@ CONFIGS = {"pcs": pcs_ranking.RankingConfig, "ablation": ablation_comparison.Abl
            "dps": dps_decoding.DPSConfig}
 
 
+@dataclass
+class PipelineConfig(Options):
+    """The whole study: PCS ranking -> ablation comparison -> DPS decoding, then the paper; flags after -- go to every stage."""
+
+    study = "pipeline"
+    preset: str = option("quick", "the preset every stage runs", choices=tuple(PRESETS))
+    model: str = option(DEFAULT_MODEL, "registry name, HF repo id or local folder")
+    data: list[str] = option(["sotu"], "datasets, one after the other")
+    stages: list[str] = option(["pcs", "ablation", "dps"], "stages to run", choices=tuple(STAGES))
+    results: str | None = option(None, "results folder (default: results/ for full, results-quick/ for quick, so quick "
+                                       "runs never overwrite committed results)", runtime=True)
+    designs: list[str] | None = option(None, "ablation designs (mode/positions) for the ranking and ablation stages; "
+                                             "DPS runs on the first (default: the FV-style primary design mean/target, "
+                                             "then for the full preset also the all-position zero ablation of prior "
+                                             "code, zero/all, whose ablation stage runs a smaller null: SECONDARY_NULL)")
+    small_null: bool = option(False, "every design's ablation stage runs SECONDARY_NULL, a quarter of the head sets "
+                                     "(how the committed Gemma-3-270M comparison was run: on 2 cores its 262k-token "
+                                     "vocabulary makes each head set cost about 2.5 times SmolLM2's)")
+    seeds: list[int] = option([0], "split seeds: each repeats split -> ranking -> evaluation; with several, "
+                                   "studies.seeds summarizes the overlap across seeds and the pooled estimate")
+    paper: bool = option(True, "regenerate paper/generated/ at the end (--no-paper skips it)", runtime=True)
+    plan: bool = option(False, "print every stage's work (requests, forwards, tokens, time estimate) and exit: runs "
+                               "and writes nothing", runtime=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--data", nargs="+", default=["sotu"])
-    ap.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=["pcs", "ablation", "dps"])
-    ap.add_argument("--results", default=None, help="results folder (default: results/ for full, "
-                                                    "results-quick/ for quick, so quick runs never overwrite "
-                                                    "committed results)")
-    ap.add_argument("--designs", nargs="+", default=None,
-                    help="ablation designs (mode/positions) for the ranking and ablation stages; DPS runs on the "
-                         "first (default: the FV-style primary design mean/target, then for the full preset also the "
-                         "all-position zero ablation of prior code, zero/all, whose ablation stage runs a smaller "
-                         "null: SECONDARY_NULL)")
-    ap.add_argument("--small-null", action="store_true",
-                    help="every design's ablation stage runs SECONDARY_NULL, a quarter of the head sets (how the "
-                         "committed Gemma-3-270M comparison was run: on 2 cores its 262k-token vocabulary makes each "
-                         "head set cost about 2.5 times SmolLM2's)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
-                    help="split seeds: each repeats split -> ranking -> evaluation; with several, studies.seeds "
-                         "summarizes the overlap across seeds and the pooled estimate")
-    ap.add_argument("--no-paper", action="store_true", help="skip regenerating paper/generated/")
-    ap.add_argument("--plan", action="store_true", help="print every stage's work (requests, forwards, tokens, time "
-                                                        "estimate) and exit: runs and writes nothing")
-    ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then flags passed to every stage")
-    args = ap.parse_args(argv)
-    configure_logging(verbose="--verbose" in args.rest)
+    """Run the stages for every dataset, seed and design (flags after ``--`` go to every stage), then the paper."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = PipelineConfig.from_argv(argv[:cut]), argv[cut + 1:]
+    configure_logging(verbose="--verbose" in extra)
     results = args.results or ("results" if args.preset == "full" else "results-quick")
-    extra = [a for a in args.rest if a != "--"]
     t0 = time.time()
     designs = [d.split("/") for d in args.designs or (["mean/target"] if args.preset == "quick"
                                                       else ["mean/target", "zero/all"])]
-    if len(set(args.seeds)) != len(args.seeds):
-        raise SystemExit(f"--seeds has duplicates: {args.seeds}")
 
     def stage_argv(data: str, seed: int, mode: str, positions: str, stage: str = "") -> list[str]:
         secondary = stage == "ablation" and (args.small_null or [mode, positions] != designs[0])
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                 for mode, positions in designs:
                     seeds.main(["--preset", args.preset, "--model", args.model, "--data", data, "--results", results,
                                 "--seeds", *map(str, args.seeds), "--mode", mode, "--positions", positions, *extra])
-        if not args.no_paper:
+        if args.paper:
             paper_tables.main(["--results", results] + (["--out", f"{results}/paper-generated"]
                                                         if results != "results" else []))
     summary.report(results, args.model, args.data)
