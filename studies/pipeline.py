@@ -36,7 +36,7 @@ CONFIGS = {"pcs": pcs_ranking.RankingConfig, "ablation": ablation_comparison.Abl
 
 @dataclass
 class PipelineConfig(Options):
-    """The whole study: PCS ranking -> ablation comparison -> DPS decoding, then the paper; flags after -- go to every stage."""
+    """The whole study: ranking -> ablation comparison -> DPS, then the paper; flags after -- go to every stage."""
 
     study = "pipeline"
     preset: str = option("quick", "the preset every stage runs", choices=tuple(PRESETS))
@@ -46,9 +46,10 @@ class PipelineConfig(Options):
     results: str | None = option(None, "results folder (default: results/ for full, results-quick/ for quick, so quick "
                                        "runs never overwrite committed results)", runtime=True)
     designs: list[str] | None = option(None, "ablation designs (mode/positions) for the ranking and ablation stages; "
-                                             "DPS runs on the first (default: the FV-style primary design mean/target, "
-                                             "then for the full preset also the all-position zero ablation of prior "
-                                             "code, zero/all, whose ablation stage runs a smaller null: SECONDARY_NULL)")
+                                             "DPS runs on the first (default: the FV-style primary design "
+                                             "mean/target, then for the full preset also the all-position zero "
+                                             "ablation of prior code, zero/all, whose ablation stage runs a smaller "
+                                             "null: SECONDARY_NULL)")
     small_null: bool = option(False, "every design's ablation stage runs SECONDARY_NULL, a quarter of the head sets "
                                      "(how the committed Gemma-3-270M comparison was run: on 2 cores its 262k-token "
                                      "vocabulary makes each head set cost about 2.5 times SmolLM2's)")
