@@ -438,3 +438,30 @@ def test_a_checkout_is_dirty_for_changed_code_not_for_the_outputs_studies_write(
     assert provenance.git_commit()["dirty"] is False
     (tmp_path / "harness.py").write_text("x = 2\n")
     assert provenance.git_commit()["dirty"] is True
+
+
+def test_a_start_that_fails_on_its_data_leaves_no_folder_and_the_corrected_try_runs(tiny_model_dir, tmp_path):
+    """Model and data load before the run folder exists: a missing data file leaves nothing under --results, so the
+    corrected command is not refused as "another configuration" (it used to find the failed try's config.json)."""
+    from harness.data import DataError
+    from harness.study.lifecycle import start
+    from studies.signal import SignalConfig
+
+    results = tmp_path / "results"
+    common = ["--model", tiny_model_dir, "--results", str(results), "--n", "6", "--max-prompt-tokens", "96",
+              "--max-target-tokens", "8", "--n-boot", "50", "--n-perm", "50", "--framing", "prefill"]
+    with pytest.raises((DataError, FileNotFoundError, ConfigError)):
+        start(SignalConfig.from_argv([*common, "--data", str(tmp_path / "missing.jsonl")]), ablates=False)
+    assert not results.exists()
+    setup, run = start(SignalConfig.from_argv([*common, "--data", "debates2016", "--no-by-user"]), ablates=False)
+    assert (run.root / "config.json").exists() and setup.signal
+
+
+def test_check_refuses_another_config_and_writes_nothing(tmp_path):
+    root = Run.folder(tmp_path, "m", "d", "seed0/study")
+    Run.check(root, {"n": 1})  # no folder yet: nothing to refuse
+    assert not root.exists()
+    Run.open_folder(root, {"n": 1})
+    with pytest.raises(ConfigError, match="n: 1 -> 2"):
+        Run.check(root, {"n": 2})
+    assert json.loads((root / "config.json").read_text()) == {"n": 1}

@@ -35,45 +35,56 @@ class Run:
 
     @property
     def config_hash(self) -> str:
-
         return config_hash(self.config)
+
+    @staticmethod
+    def folder(results: str | Path, model: str, data: str, study: str) -> Path:
+        """``results/<model>/<data>/<study>`` (study may hold a subfolder: seed0/pcs_ranking), refused unless it is
+        inside ``results``."""
+        root = Path(results) / slug(model) / slug(data) / study
+        if not inside(root, results):
+            raise ConfigError(f"the run folder {root} is not inside --results {results}; nothing was written")
+        return root
+
+    @staticmethod
+    def check(root: str | Path, config: dict, *, fresh: bool = False) -> None:
+        """Refuse, writing nothing, what :meth:`open_folder` would refuse: a folder holding another numbers config
+        (each changed field named) unless ``fresh``, and ``fresh`` on a folder this harness did not write. A study
+        checks before it loads model and data, and opens the folder after, so a failed start leaves nothing."""
+        root = Path(root)
+        if fresh:
+            if (root.exists() or root.is_symlink()) and not harness_wrote(root):
+                raise ConfigError(f"--fresh refused: {root} is not empty and holds no config.json this harness "
+                                  "wrote, so it is no run folder of ours; nothing was deleted")
+            return
+        previous = root / "config.json"
+        if previous.exists():
+            changed = config_diff(json.loads(previous.read_text()), json.loads(json.dumps(config, default=jsonable)))
+            if changed:
+                raise RunMismatch(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
+                                  "Rerun with --fresh to discard it, or use another --results folder")
 
     @classmethod
     def open(cls, results: str | Path, model: str, data: str, study: str, config: dict, *,
              fresh: bool = False, command: str = "") -> "Run":
         """Open ``results/<model>/<data>/<study>``. A previous run with another numbers config is refused, naming
         every changed field (``fresh=True`` discards the old folder), so resumed work is never mixed across settings."""
-
-        root = Path(results) / slug(model) / slug(data) / study  # study may hold a subfolder: seed0/pcs_ranking
-        if not inside(root, results):
-            raise ConfigError(f"the run folder {root} is not inside --results {results}; nothing was written")
-        return cls.open_folder(root, config, fresh=fresh, command=command)
+        return cls.open_folder(cls.folder(results, model, data, study), config, fresh=fresh, command=command)
 
     @classmethod
     def open_folder(cls, root: str | Path, config: dict, *, fresh: bool = False, command: str = "") -> "Run":
         """Open the run folder ``root`` as :meth:`open` does (another numbers config refused field by field,
         ``fresh=True`` discards it, a killed write's temporaries removed): for studies whose folder is not
         ``results/<model>/<data>/<study>`` (one that reads every model's results)."""
-
         root = Path(root)
+        cls.check(root, config, fresh=fresh)
         if fresh and (root.exists() or root.is_symlink()):
-            if not harness_wrote(root):
-                raise ConfigError(f"--fresh refused: {root} is not empty and holds no config.json this harness wrote, "
-                                  "so it is no run folder of ours; nothing was deleted")
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(root)  # a run killed inside atomic_write leaves its temporary
         config = json.loads(json.dumps(config, default=jsonable))
-        run = cls(root, config, command=command)
-        previous = root / "config.json"
-        if previous.exists():
-            old = json.loads(previous.read_text())
-            changed = config_diff(old, config)
-            if changed:
-                raise RunMismatch(f"{root} holds a run with another configuration; changed: {'; '.join(changed)}. "
-                                  "Rerun with --fresh to discard it, or use another --results folder")
-        write_json(previous, config)
-        return run
+        write_json(root / "config.json", config)
+        return cls(root, config, command=command)
 
     def path(self, name: str) -> Path:
         return self.root / name

@@ -31,14 +31,16 @@ def begin(cfg: StudyConfig) -> None:
 
 def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     """Everything before a study's own work: logging, its run folder (a folder holding another numbers config is
-    refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
+    refused, field by field, before the model is loaded; the folder is made once model and data have loaded, so a
+    failed start leaves nothing that blocks the next try), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     begin(cfg)
     checked_remote(cfg)  # a missing key or host is an error before anything is written
-    run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
-                   command=cfg.command())
+    root = Run.folder(cfg.results, cfg.model, cfg.data, cfg.folder())
+    Run.check(root, cfg.numbers_config(), fresh=cfg.fresh)  # another config is refused before the model loads
+    setup = prepare(cfg)  # an unknown model, a missing data file: refused before the run folder exists
+    run = Run.open_folder(root, cfg.numbers_config(), fresh=cfg.fresh, command=cfg.command())
     run.borrow = runs_here(cfg.remote)  # sibling runs lend clean losses and artefacts to local runs only
-    setup = prepare(cfg)
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)
         build_prompts(setup, cfg)
