@@ -15,7 +15,9 @@ import contextlib
 import logging
 import sys
 import warnings
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+from .errors import UserError
 
 # Loggers whose INFO lines are the run's own story; everything else shows only from WARNING up unless verbose.
 OWN_LOGGERS = ("harness", "studies", "benchmarks", "__main__")
@@ -69,13 +71,24 @@ def configure(verbose: bool = False) -> logging.Handler:
     return handler
 
 
+def cli(main: Callable[[], Any]) -> None:
+    """Run a command's ``main``: a ``UserError`` (an option, data, model, remote setting or results folder the user
+    can fix; its message names the fix) prints as one ``error: <message>`` line and exits with status 2, before or
+    after logging is configured; ``--verbose`` shows the traceback instead."""
+    try:
+        main()
+    except UserError as err:
+        if "--verbose" in sys.argv[1:]:
+            raise
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def _user_error_hook(kind: type[BaseException], value: BaseException, tb) -> None:
-    """``sys.excepthook`` of a configured run: a ``ConfigError`` is the user's to fix, and its message names the
+    """``sys.excepthook`` of a configured run: a ``UserError`` is the user's to fix, and its message names the
     problem, so it prints as ``error: <message>``; anything else (and everything when verbose) goes to the hook that
     was installed before (Python's own unless an application set one)."""
-    from .errors import ConfigError
-
-    if issubclass(kind, ConfigError) and not _verbose:
+    if issubclass(kind, UserError) and not _verbose:
         print(f"error: {value}", file=sys.stderr, flush=True)
         return
     _previous_hook(kind, value, tb)

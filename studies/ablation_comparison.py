@@ -32,6 +32,7 @@ from harness.scorers.ranking import load_ranking
 from harness.runs.folder import Run
 from harness.runs.files import relative_path, write_csv, write_json
 from harness.study.signal import prior_mde
+from harness.logs import cli
 
 log = logging.getLogger("harness")
 
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

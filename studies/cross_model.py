@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness.analysis import declared, tables
 from harness.errors import ConfigError
-from harness.logs import configure as configure_logging
+from harness.logs import cli, configure as configure_logging
 from harness.runs.files import slug
 from harness.runs.folder import Run
 from harness.study import across_models as across
@@ -106,4 +106,4 @@ def main(argv: list[str] | None = None) -> Run | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -32,6 +32,7 @@ from harness.scorers.ranking import load_ranking
 from harness.runs.folder import Run
 from harness.runs.files import relative_path, write_csv, write_json
 from harness.generation.steering import StyleVectors, chosen_style, fit_and_choose
+from harness.logs import cli
 
 METRICS = ("rouge1", "rougeL", "meteor", "style_similarity")
 REPORTED = (*METRICS, "continues")  # with the share of generations that continue the text
@@ -167,4 +168,4 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

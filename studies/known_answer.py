@@ -38,6 +38,7 @@ from harness.runs.provenance import hash_of
 from harness.study import across_planted as across
 from harness.study.config import StudyConfig, option
 from harness.study.lifecycle import begin
+from harness.logs import cli
 
 
 @dataclass
@@ -100,4 +101,4 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

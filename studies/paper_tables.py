@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.analysis.paper import v2_numbers, write_generated
 from harness.study.config import Options, option
+from harness.logs import cli
 
 
 @dataclass
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

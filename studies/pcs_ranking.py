@@ -22,6 +22,7 @@ from harness.scorers.ranking import ScoringContext, exact_check, head_scorer, ov
 from harness.runs.folder import Run
 from harness.runs.files import write_csv, write_json
 from harness.analysis.stats import bootstrap_ci
+from harness.logs import cli
 
 log = logging.getLogger("harness")
 
@@ -102,4 +103,4 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

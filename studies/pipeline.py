@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from harness.analysis import summary
 from harness.models.registry import DEFAULT_MODEL
 from harness.study.config import PRESETS, Options, option
-from harness.logs import configure as configure_logging
+from harness.logs import cli, configure as configure_logging
 from harness.study.plan import print_plan
 from studies import ablation_comparison, dps_decoding, paper_tables, pcs_ranking, seeds
 
@@ -100,4 +100,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

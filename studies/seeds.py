@@ -24,6 +24,7 @@ from harness.scorers.ranking import Ranking
 from harness.study import across_seeds as across
 from harness.study.config import PRIMARY_DESIGN, StudyConfig, option
 from harness.study.lifecycle import begin
+from harness.logs import cli
 
 log = logging.getLogger("harness")
 
@@ -97,4 +98,4 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

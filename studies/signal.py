@@ -19,6 +19,7 @@ from harness.study.config import StudyConfig, option
 from harness.study.lifecycle import finish, start
 from harness.runs.folder import Run
 from harness.study.signal import prior_mde
+from harness.logs import cli
 
 log = logging.getLogger("harness")
 
@@ -48,4 +49,4 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

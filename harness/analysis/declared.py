@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import UserError
+
 ANALYSIS_PATH = Path(__file__).resolve().parents[2] / "analysis.toml"
 EXPLORATORY = "exploratory"
 COPY_HEADS = "copy_heads"  # the set name retrieval and induction enter a family as, when they overlap enough
@@ -28,7 +30,7 @@ ESTIMATES = ("pooled_seeds",)  # every split seed's evaluation examples together
 # is exploratory by construction
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError, ValueError):
     """A declaration that cannot be used (the file and the entry named)."""
 
 

@@ -37,6 +37,7 @@ from . import stats
 from ..intervene.heads import copy_heads
 from ..runs.files import TEMP_SUFFIX, atomic_write, slug
 from .tables import format_number
+from ..logs import cli
 
 _muted = [0]  # > 0 inside ``muted()``: report() writes summary.md but prints nothing
 
@@ -337,4 +338,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -8,6 +8,7 @@ import statistics
 import sys
 from typing import Callable, Sequence
 
+from ..logs import cli
 from .records import PROFILE_DOCS, DataError, Example
 from .registry import dataset_names, load_examples
 
@@ -68,4 +69,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(lambda: sys.exit(main()))

@@ -7,6 +7,8 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import UserError
+
 
 class Planted(Protocol):
     """What a planted corpus stores on ``Example.planted`` (``harness.data.planted.Planting``, which builds Examples and
@@ -24,7 +26,7 @@ class Planted(Protocol):
     def control(self) -> bool: ...
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or inconsistent data: the message names the source, row and field."""
 
 

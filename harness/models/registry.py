@@ -18,6 +18,7 @@ import torch
 
 from .arch import ModelShape, shape_of
 from .provision import SOURCES, materialize
+from ..errors import ModelError
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -71,9 +72,14 @@ def resolve(name: str) -> str:
         return str(materialize(SOURCES[name]))
     if name in REMOTE_ALIASES:
         return REMOTE_ALIASES[name]
-    if os.path.isdir(name) or "/" in name:
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise ModelError(f"--model {name}: a folder without config.json is no model folder; give a registry name "
+                             f"({', '.join(known_models())}), a saved HF model folder or an HF repo id")
         return name
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(known_models())}, "
+    if "/" in name:
+        return name
+    raise ModelError(f"unknown model {name!r}; known models: {', '.join(known_models())}, "
                      "or an HF repo id (org/name) or a local model folder")
 
 
@@ -101,11 +107,18 @@ def load_model(name: str = DEFAULT_MODEL, *, remote: bool | str = False, attn_im
     process, so tests and studies share one copy.
     """
     path = resolve(name)
-    if remote:
-        from nnsight import TransformersModel
+    try:
+        if remote:
+            from nnsight import TransformersModel
 
-        return TransformersModel(path)
-    return _load_local(path, attn_implementation, dtype)
+            return TransformersModel(path)
+        return _load_local(path, attn_implementation, dtype)
+    except OSError as err:  # an HF id this machine cannot fetch (no hub here), or a folder missing its files
+        if name in SOURCES:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"--model {name}: cannot load it here ({first}); give a registry name "
+                         f"({', '.join(known_models())}) or a saved HF model folder") from err
 
 
 def place(model: Any, device: str | torch.device) -> Any:

@@ -26,6 +26,7 @@ from nnsight.intervention.backends.remote import RemoteError
 from nnsight.schema.config import CONFIG, Config
 
 from .urls import checked_host_url
+from ..errors import UserError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ _FALSE = {"", "false", "0", "no", "off", "none"}
 _TRUE = {"true", "1", "yes", "on", "ndif", "remote"}
 
 
-class RemoteSetupError(RuntimeError):
+class RemoteSetupError(UserError, RuntimeError):
     """Remote execution cannot start: bad `remote` value, missing API key, model not deployed."""
 
 

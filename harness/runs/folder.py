@@ -80,7 +80,11 @@ class Run:
         cls.check(root, config, fresh=fresh)
         if fresh and (root.exists() or root.is_symlink()):
             shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file where a folder should be, no permission, a read-only disk
+            raise ConfigError(f"cannot make the run folder {root}: {err.strerror or err}; choose another --results") \
+                from None
         remove_stale_temporaries(root)  # a run killed inside atomic_write leaves its temporary
         config = json.loads(json.dumps(config, default=jsonable))
         write_json(root / "config.json", config)

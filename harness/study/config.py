@@ -19,7 +19,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, Sequence
 
 from ..errors import ConfigError
 from ..models.registry import DEFAULT_MODEL
@@ -71,6 +71,13 @@ def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, run
     return field(default=default, metadata=meta)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are ``ConfigError``s: an unknown flag or a bad value prints as one ``error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (--help lists the options)")
+
+
 @dataclass
 class Options:
     """A command's typed options: its command line generated from the fields (``option``), validation, the numbers
@@ -84,7 +91,7 @@ class Options:
     @classmethod
     def parser(cls, description: str = "") -> argparse.ArgumentParser:
         """An argparse parser generated from the fields; every default is SUPPRESS so explicit flags are known."""
-        ap = argparse.ArgumentParser(description=description or (cls.__doc__ or "").splitlines()[0])
+        ap = _Parser(description=description or (cls.__doc__ or "").splitlines()[0])
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
