@@ -33,6 +33,7 @@ from harness.runs.folder import Run
 from harness.runs.files import relative_path, write_csv, write_json
 from harness.study.signal import prior_mde
 from harness.logs import cli
+from harness.study.plan import START
 
 log = logging.getLogger("harness")
 
@@ -42,6 +43,7 @@ class AblationConfig(StudyConfig):
     """Ablation comparison of the ranking's head families against matched random head sets."""
 
     study = "ablation_comparison"
+    work = (*START, "ablation_sets", "ablated_generations")
     n_random: int = option(100, "random sets matched per layer to each compared set at the largest k (the null)")
     n_random_other: int = option(10, "matched random sets at the other k (the null band)")
     matched_to: str = option("each", "draw matched random sets for each family's set, or the first's only",

@@ -33,6 +33,7 @@ from harness.runs.folder import Run
 from harness.runs.files import relative_path, write_csv, write_json
 from harness.generation.steering import StyleVectors, chosen_style, fit_and_choose
 from harness.logs import cli
+from harness.study.plan import START
 
 METRICS = ("rouge1", "rougeL", "meteor", "style_similarity")
 REPORTED = (*METRICS, "continues")  # with the share of generations that continue the text
@@ -46,6 +47,7 @@ class DPSConfig(StudyConfig):
     """DPS decoding against the generation baselines."""
 
     study = "dps_decoding"
+    work = (*START, "style_vectors", "generations", "delta_logits")
     dps_k_heads: int | None = option(None, "heads in the DPS head sets (default: the largest of --k-heads)")
     gammas: list[float] = option([0.5, 1.0, 2.0], "gamma sweep of DPS with the primary family's heads")
     gamma: float = option(1.0, "gamma of the main DPS and CAD rows")

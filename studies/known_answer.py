@@ -46,6 +46,7 @@ class KnownAnswerConfig(StudyConfig):
     """The planted-preference families side by side."""
 
     study = "known_answer"
+    work = ()  # reads finished runs
     planted: list[str] = option(list(FAMILIES), "planted families whose runs are read", choices=FAMILIES)
 
     def family_data(self, family: str) -> str:

@@ -23,6 +23,7 @@ from harness.runs.folder import Run
 from harness.runs.files import write_csv, write_json
 from harness.analysis.stats import bootstrap_ci
 from harness.logs import cli
+from harness.study.plan import START
 
 log = logging.getLogger("harness")
 
@@ -32,6 +33,7 @@ class RankingConfig(StudyConfig):
     """PCS ranking: every head family's scores on the discovery split."""
 
     study = "pcs_ranking"
+    work = (*START, "head_scores", "exact_check")
     families: list[str] = option(["specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"], "head families "
                                  "to score (registered head scorers); the first is the primary one")
     estimator: str = option("attribution", "PCS estimator", choices=("exact", "attribution"))

@@ -34,6 +34,7 @@ class SeedsConfig(StudyConfig):
     """A summary across split seeds of the ranking and ablation runs."""
 
     study = "seeds_summary"
+    work = ()  # reads finished runs
     seeds: list[int] = option([0, 1, 2], "split seeds whose runs are summarized")
 
     def validate(self) -> None:

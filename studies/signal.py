@@ -29,6 +29,7 @@ class SignalConfig(StudyConfig):
     """The own / other-user / no-profile gains, and the MDE they imply."""
 
     study = "signal"
+    work = ("framing", "clean_losses")  # start(ablates=False)
     n_tests: int = option(5, "comparisons in the primary table (Holm), for the MDE")
 
 

@@ -49,9 +49,9 @@ def test_cli_types_come_from_the_field_types():
     cfg = ToyConfig.from_argv(["--gammas", "0.25", "2", "--limit", "7", "--by-user", "--k-heads", "1", "4"])
     assert cfg.gammas == [0.25, 2.0] and cfg.limit == 7 and cfg.by_user is True and cfg.k_heads == [1, 4]
     assert ToyConfig.from_argv(["--by-user", "--no-by-user"]).by_user is False
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="invalid int value: 'seven'"):  # one error: line on the command line
         ToyConfig.from_argv(["--limit", "seven"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="invalid choice: 'dense'"):
         ToyConfig.from_argv(["--retrieval", "dense"])  # not one of the choices
 
 

@@ -88,7 +88,7 @@ def test_a_misspelled_flag_or_a_bad_value_in_a_documented_command_fails(monkeypa
     """The check above can fail: a flag no study has, a value its config refuses, a stage flag after the pipeline's
     ``--`` that the stage does not know."""
     [(_, module, argv)] = documented_commands("python -m studies.ablation_comparison --preset full --n-randm 2  # typo")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="unrecognized arguments: --n-randm"):
         check_command(module, argv, monkeypatch)
     [(_, module, argv)] = documented_commands("for s in 1; do python -m studies.seeds --seeds 0 $s $s; done")
     with pytest.raises(ConfigError, match="duplicates"):

@@ -193,6 +193,9 @@ class Options:
 class StudyConfig(Options):
     """Options every study shares: model, data, the discovery/evaluation split, prompts and statistics."""
 
+    work: ClassVar[tuple[str, ...] | None] = None  # the units of work --plan counts (harness.study.plan.UNITS); ()
+    # for a study that only reads finished runs
+
     preset: str = option("quick", "field overrides applied before explicit flags", choices=tuple(PRESETS),
                          runtime=True)
     model: str = option(DEFAULT_MODEL, "registry name, HF repo id or local folder")

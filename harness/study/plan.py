@@ -162,18 +162,10 @@ class Inputs:
 
 UNITS: dict[str, Callable[[Inputs], list[Work]]] = {}
 START = ("framing", "mean_reference", "clean_losses")  # what lifecycle.start does before a study's own work
-STUDY_WORK: dict[str, tuple[str, ...]] = {
-    "signal": ("framing", "clean_losses"),  # start(ablates=False)
-    "pcs_ranking": START + ("head_scores", "exact_check"),
-    "ablation_comparison": START + ("ablation_sets", "ablated_generations"),
-    "dps_decoding": START + ("style_vectors", "generations", "delta_logits"),
-    "seeds_summary": (),  # reads finished runs
-    "known_answer": (),  # reads finished runs
-}
 
 
 def unit(name: str) -> Callable:
-    """Register ``fn(inputs) -> [Work]`` as the counter of unit ``name`` (named in ``STUDY_WORK``)."""
+    """Register ``fn(inputs) -> [Work]`` as the counter of unit ``name`` (a study config's ``work`` names it)."""
     def deco(fn: Callable[[Inputs], list[Work]]) -> Callable:
         UNITS[name] = fn
         return fn
@@ -569,10 +561,14 @@ class Plan:
 
 
 def study_plan(cfg: Any, families: Sequence[str] | None = None) -> Plan:
-    """Count the work of the study ``cfg`` configures (its units are ``STUDY_WORK[cfg.study]``)."""
-    if cfg.study not in STUDY_WORK:
-        raise ConfigError(f"--plan does not know study {cfg.study!r}: add its units to harness.study.plan.STUDY_WORK")
-    units = STUDY_WORK[cfg.study]
+    """Count the work of the study ``cfg`` configures: the units its config declares (``work``)."""
+    units = getattr(cfg, "work", None)
+    if units is None:
+        raise ConfigError(f"--plan does not know the work of study {cfg.study!r}: declare its units in its config's "
+                          f"`work` (harness.study.plan.UNITS: {', '.join(UNITS)})")
+    unknown = [u for u in units if u not in UNITS]
+    if unknown:
+        raise ConfigError(f"study {cfg.study!r} declares unknown units of work {unknown}: known {', '.join(UNITS)}")
     if not units:
         return Plan(cfg, None, [])
     x = build_inputs(cfg, families)
@@ -625,7 +621,7 @@ def _facts(p: Plan) -> list[str]:
             lines.append(f"tokens     prompt {sum(a for a, _ in lens) / len(lens):.0f} mean / {max(a for a, _ in lens)}"
                          f" max, gold {sum(b for _, b in lens) / len(lens):.0f} mean / {max(b for _, b in lens)} max "
                          f"per input (tokenized{'; auto framing counted as prefill' if cfg.framing == 'auto' else ''})")
-        units = STUDY_WORK[cfg.study]
+        units = cfg.work
         if "head_scores" in units:
             lines.append(f"families   {', '.join(cfg.families)}; PCS {cfg.estimator} over "
                          f"{x.shape.n_total:,} heads")
