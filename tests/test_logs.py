@@ -101,14 +101,14 @@ def _study(*args: str, cwd) -> "subprocess.CompletedProcess[str]":
 
 def test_a_config_error_ends_a_command_line_run_as_one_error_line(tmp_path):
     """A bad option and a results folder of another configuration print `error: <what>`, not a traceback; the exit
-    status is non-zero, and --verbose keeps the traceback."""
+    status is 2 (a user error), and --verbose keeps the traceback."""
     from pathlib import Path
 
     import harness
 
     repo = Path(harness.__file__).resolve().parents[1]
     bad = _study("--data", "planted:conventions2012:case", "--results", str(tmp_path), cwd=repo)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1] == ("error: --data is the base dataset (e.g. conventions2012), not a "
                                                    "planted name: planted:conventions2012:case")
     verbose = _study("--data", "planted:conventions2012:case", "--results", str(tmp_path), "--verbose", cwd=repo)
@@ -118,7 +118,7 @@ def test_a_config_error_ends_a_command_line_run_as_one_error_line(tmp_path):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text('{"planted": ["case"]}')
     mixed = _study("--data", "conventions2012", "--results", str(tmp_path), "--planted", "signoff", cwd=repo)
-    assert mixed.returncode == 1 and "Traceback" not in mixed.stderr
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
     last = mixed.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {folder} holds a run with another configuration; changed: ") and "--fresh" in last
     assert (folder / "config.json").read_text() == '{"planted": ["case"]}'  # the old run is left as it was
