@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> Run:
     heads = {f: ranking.top(f, k_dps) for f in ranking.families}
     heads["random"] = random_headset(setup.shape, f"dps-random:{cfg.seed}", like=heads[primary], exclude=heads[primary])
     specs = comparison_generations(heads, primary, gamma=cfg.gamma, gammas=cfg.gammas, k_profile=cfg.k_profile,
-                                   style=style, alpha=alpha, ablation={
-                                       "ablation_mode": setup.ablation["mode"], "ablate_positions": cfg.positions,
-                                       "reference": setup.ablation.get("reference")})
+                                   style=style, alpha=alpha, ablation=setup.ablation)
     gen = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, max_prompt_tokens=cfg.max_prompt_tokens)
     texts = generations(setup, run, specs, **gen)
     df = score_generations(setup, texts, METRICS)

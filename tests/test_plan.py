@@ -13,6 +13,7 @@ import torch
 
 from harness.models.arch import shape_of
 from harness.errors import ConfigError
+from harness.intervene.ablation import Ablation
 from harness.intervene.heads import HeadSet
 from harness.models.registry import HOSTED, REMOTE_ALIASES, hosted_config
 from harness.study.plan import Work, decoding, scoring, study_plan
@@ -78,7 +79,7 @@ def test_planned_block_work_is_what_ablated_losses_runs(tiny_model_dir):
         hooks = [out_proj(model._module, k).register_forward_hook(
             lambda _m, args, _o: seen.append(args[0].shape[0] * args[0].shape[1])) for k in range(shape.n_layers)]
         try:
-            ablated_losses(model, item, sets, positions=positions, batch_size=4)
+            ablated_losses(model, item, sets, Ablation(positions=positions), batch_size=4)
         finally:
             for h in hooks:
                 h.remove()
@@ -366,7 +367,7 @@ def test_signal_reference_and_attribution_requests_run_on_meta(hosted):
     with on_meta() as sizes:
         clean, none = ablated_losses(hosted, item, [], remote="local")  # signal: one clean loss
         ref = head_means(hosted, [item.ids[None]], remote="local")  # the mean reference
-        _, deltas = head_attributions(hosted, item, mode="mean", reference=ref, positions="target", remote="local")
+        _, deltas = head_attributions(hosted, item, ablation=Ablation("mean", ref, "target"), remote="local")
     assert len(sizes) == 3 and len(none) == 0
     assert sorted(ref.values) == list(range(shape.n_layers)) and ref.values[0].shape == (shape.proj_in,)
     assert deltas.shape == (shape.n_layers, shape.n_heads)  # every head's attribution from 1 forward + 1 backward
@@ -383,7 +384,7 @@ def test_ablation_sets_request_runs_on_meta(hosted, positions):
     ref = Reference("mean", {layer: torch.zeros(shape.proj_in) for layer in range(L)}, 1)
     sets = [HeadSet.parse(s) for s in ("L0H0", f"L{L - 1}H{H - 1}", f"L{L // 2}H0-{H - 1}")]
     with on_meta() as sizes:  # three sets, two rows a batch: the prompt, the clean run and two batches, one request
-        _, losses = ablated_losses(hosted, scored_input(), sets, mode="mean", reference=ref, positions=positions,
+        _, losses = ablated_losses(hosted, scored_input(), sets, ablation=Ablation("mean", ref, positions),
                                    batch_size=2, remote="local")
     assert losses.shape == (3,) and len(sizes) == 1
 
@@ -401,15 +402,15 @@ def test_dps_step_runs_on_meta_and_whole_decodes_serialize(hosted):
     mask, pos = torch.ones_like(ids), torch.arange(12)[None].expand(2, -1)
     with on_meta() as sizes:  # one DPS step: both branches in one forward, the masked row ablated from index 11 on
         with hosted.session(remote="local"):
-            logits, _ = forward_step(hosted, ids, mask, pos, heads=[None, heads], ablation_mode="mean",
-                                     reference=ref, ablate_from=11)
+            logits, _ = forward_step(hosted, ids, mask, pos, heads=[None, heads], ablation=Ablation("mean", ref),
+                                     ablate_from=11)
             step = nnsight.save(logits)
     assert step.shape == (2, hosted.config.vocab_size) and len(sizes) == 1
     # A whole decode stops on a value (every row done), which a meta tensor does not have: serialized only.
     with on_meta(execute=False) as sizes, pytest.raises(Serialized):
-        decode(hosted, ["Dear diary, today I"], heads=heads, max_new_tokens=4, ablation_mode="mean", reference=ref,
-               ablate_positions="target", remote="local")
+        decode(hosted, ["Dear diary, today I"], heads=heads, max_new_tokens=4, ablation=Ablation("mean", ref, "target"),
+               remote="local")
     with on_meta(execute=False), pytest.raises(Serialized):
-        generate_ablated(hosted, "Dear diary, today I", [None, heads], max_new_tokens=4, mode="mean",
-                         reference=ref, remote="local")
+        generate_ablated(hosted, "Dear diary, today I", [None, heads], max_new_tokens=4, ablation=Ablation("mean", ref),
+                         remote="local")
     assert len(sizes) == 1

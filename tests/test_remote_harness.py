@@ -14,7 +14,7 @@ import nnsight
 import pytest
 import torch
 
-from harness.intervene.ablation import ablate, ablate_generation, capture, head_means
+from harness.intervene.ablation import Ablation, ablate, ablate_generation, capture, head_means
 from harness.intervene.heads import Head, HeadSet
 from harness.data.tokens import encode
 from harness.intervene.pcs import head_attributions, head_effects
@@ -110,15 +110,16 @@ def test_head_effects_remote_equal_local_in_one_request(client, local, remote, n
 def test_head_attributions_remote_equal_local(client, local, remote, item, mode):
     reference = head_means(local, REFERENCE_PROMPTS) if mode == "mean" else None
     with remote_job_counter() as count:
-        clean, deltas = head_attributions(client, item, mode=mode, reference=reference, remote=remote)
+        clean, deltas = head_attributions(client, item, ablation=Ablation(mode, reference), remote=remote)
     assert count.requests == 1
-    want_clean, want = head_attributions(local, item, mode=mode, reference=reference)
+    want_clean, want = head_attributions(local, item, ablation=Ablation(mode, reference))
     assert clean == pytest.approx(want_clean, rel=1e-5)
     torch.testing.assert_close(deltas, want)
     assert deltas.shape == (2, 4) and deltas.abs().sum() > 0
 
 
-def generated(model, heads, remote, steps: int = 3, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def generated(model, heads, remote, steps: int = 3,
+              ablation: Ablation = Ablation()) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step last-token logits and greedy tokens with `heads` ablated by ablate_generation.
 
     Nothing runs after an open step loop in its invoke (NDIF's rule), so the step logits and
@@ -127,7 +128,7 @@ def generated(model, heads, remote, steps: int = 3, **kwargs) -> tuple[torch.Ten
     with model.generate(max_new_tokens=steps, do_sample=False, remote=remote) as tracer:
         with tracer.invoke(PROMPT):
             if heads is not None:
-                ablate_generation(model, tracer, heads, **kwargs)
+                ablate_generation(model, tracer, heads, ablation)
         with tracer.invoke():
             step_logits = nnsight.save(list())
             for _ in tracer.all():
@@ -138,20 +139,20 @@ def generated(model, heads, remote, steps: int = 3, **kwargs) -> tuple[torch.Ten
 
 
 @pytest.mark.filterwarnings("ignore:.*was never reached")  # the open step loops end this way
-@pytest.mark.parametrize("generated_only", [False, True])
-def test_ablate_generation_remote_equals_local(client, local, remote, generated_only):
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_ablate_generation_remote_equals_local(client, local, remote, positions):
     with remote_job_counter() as count:
-        got_logits, got_tokens = generated(client, HEADS, remote, generated_only=generated_only)
+        got_logits, got_tokens = generated(client, HEADS, remote, ablation=Ablation(positions=positions))
     assert count.requests == 1
-    want_logits, want_tokens = generated(local, HEADS, False, generated_only=generated_only)
+    want_logits, want_tokens = generated(local, HEADS, False, ablation=Ablation(positions=positions))
     torch.testing.assert_close(got_logits, want_logits)
     assert torch.equal(got_tokens, want_tokens)
     clean_logits, _ = generated(local, None, False)
     assert got_logits.shape == clean_logits.shape == (3, len(local.tokenizer))
-    # generated_only leaves the prompt pass (step 0) clean; every ablated step differs from the clean run.
-    if generated_only:
+    # generated positions leave the prompt pass (step 0) clean; every ablated step differs from the clean run.
+    if positions == "generated":
         torch.testing.assert_close(got_logits[0], clean_logits[0])
-    for step in range(1 if generated_only else 0, 3):
+    for step in range(1 if positions == "generated" else 0, 3):
         assert not torch.allclose(got_logits[step], clean_logits[step]), f"step {step} was not ablated"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..intervene.ablation import Reference, head_means
+from ..intervene.ablation import Ablation, Reference, head_means
 from ..models.arch import ModelShape
 from .config import PROMPT_FIELDS, StudyConfig
 from ..errors import ConfigError
@@ -42,7 +42,7 @@ class Setup:
     prompts: dict[str, Prompt] = field(default_factory=dict)
     max_target_tokens: int = 64
     signal: list[dict] = field(default_factory=list)  # harness.study.signal rows, measured by start()
-    ablation: dict = field(default_factory=lambda: {"mode": "zero"})  # mode and reference every ablation uses
+    ablation: Ablation = Ablation()  # the design (mode, reference, positions) every measurement and DPS row uses
     chat: bool = True  # prompts rendered with the tokenizer's chat template
     framing: str = "prefill"  # prefill: the answer starts with the text's lead; instruction: it starts empty
     sampling: Sampling = field(default_factory=Sampling)  # every generation's decoding settings (min_new_tokens)

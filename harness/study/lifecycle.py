@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from ..analysis import declared, tables
+from ..intervene.ablation import Ablation
 from ..models.remote import runs_here
 from ..runs.files import write_csv
 from ..runs.folder import Run
@@ -42,8 +43,9 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)
         build_prompts(setup, cfg)
-    if cfg.mode == "mean" and ablates:
-        setup.ablation = {"mode": "mean", "reference": mean_reference(setup, run, cfg)}
+    if ablates:
+        setup.ablation = Ablation(cfg.mode, mean_reference(setup, run, cfg) if cfg.mode == "mean" else None,
+                                  cfg.positions)
     losses = signal.clean_losses(setup, run, [*cfg.conditions, *(["same_doc"] if cfg.same_doc else [])])
     setup.signal = signal.signal_rows(losses, n_boot=cfg.n_boot, seed=cfg.seed)
     run.note = signal.signal_note(setup.signal) if "other" in cfg.conditions else ""

@@ -400,21 +400,22 @@ def _style_vectors(x: Inputs) -> list[Work]:
 def _generation_specs(x: Inputs) -> list[Any]:
     """The DPS study's generation methods (``generation.comparison_generations``), with stand-in head sets."""
     from ..generation.methods import comparison_generations
+    from ..intervene.ablation import Ablation
     from ..intervene.heads import HeadSet
     from ..generation.steering import StyleVectors
 
     heads = {f: HeadSet([(0, 0)]) for f in [*x.families, "random"]}
     cfg = x.cfg
     return comparison_generations(heads, x.families[0], gamma=cfg.gamma, gammas=cfg.gammas, k_profile=cfg.k_profile,
-                                  style=StyleVectors(0, {}), alpha=1.0, ablation={
-                                      "ablation_mode": cfg.mode, "ablate_positions": cfg.positions})
+                                  style=StyleVectors(0, {}), alpha=1.0,
+                                  ablation=Ablation(cfg.mode, positions=cfg.positions))
 
 
 def _generate(x: Inputs, specs: Sequence[Any], examples: Sequence[Any], what: str) -> Work:
     work = Work(what)
     for spec in specs:
         two = spec.kind in ("cad", "dps")
-        shared = spec.kind == "dps" and spec.ablate_positions != "all" and spec.ablation_mode != "resample"
+        shared = spec.kind == "dps" and spec.ablation.positions != "all" and spec.ablation.mode != "resample"
         work += decoding(x.generation_tokens(spec.kind, examples), x.cfg.batch_size, x.cfg.max_new_tokens,
                          branches=2 if two else 1, shared_prompt=shared)
     return work
