@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> Run:
     for ex in tqdm([e for e in setup.split.evaluation if f"{e.example_id}|{key}" not in ck], desc="generations"):
         texts = setup.call(generate_ablated, setup.model, setup.prompts[ex.example_id].with_profile,
                            list(variants.values()), max_new_tokens=cfg.max_new_tokens,
-                           min_new_tokens=cfg.min_new_tokens, ablation=everywhere, remote=setup.remote,
+                           min_new_tokens=cfg.min_new_tokens, ablation=everywhere, backend=setup.backend,
                            what=f"generations on {ex.example_id}")
         ck.add(f"{ex.example_id}|{key}", texts=dict(zip(variants, texts)))
     gens = pd.DataFrame([{"example_id": e.example_id, "user_id": e.user_id, "set": name, "text": text,

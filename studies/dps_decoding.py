@@ -76,7 +76,7 @@ def style_choice(setup, run: Run, cfg: DPSConfig) -> tuple[StyleVectors, float]:
     saved = run.artifact("stylevector", depends, lambda: fit_and_choose(
         setup.model, fit, setup.split.discovery, layers, cfg.style_alphas, max_new_tokens=cfg.max_new_tokens,
         max_prompt_tokens=cfg.max_prompt_tokens, chat=setup.chat, framing=setup.framing, sampling=setup.sampling,
-        remote=setup.remote))
+        backend=setup.backend))
     write_json(run.path("stylevector_choice.json"), {k: saved[k] for k in ("layer", "alpha", "grid_rougeL")})
     return chosen_style(saved)
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> Run:
     main_dps = next(s for s in specs if s.name == f"dps-{primary}")
     report = delta_logits_report(setup.model, setup.prompts[evaluation[0].example_id].with_profile, main_dps.heads,
                                  max_new_tokens=min(12, cfg.max_new_tokens), contrast=main_dps.contrast,
-                                 remote=setup.remote)
+                                 backend=setup.backend)
     write_json(run.path("delta_logits_example.json"), [r.__dict__ for r in report])
     plot_delta_logits(report, str(run.path("delta_logits_example.png")))
     if cfg.judge != "none":

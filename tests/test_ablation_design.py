@@ -20,6 +20,7 @@ from harness.intervene.ablation import GENERATION_POSITIONS, POSITIONS, Ablation
 from harness.intervene.heads import HeadSet
 from harness.intervene.pcs import ablated_losses, head_attributions, head_effects
 from harness.models.arch import block, shape_of
+from harness.models.remote import LOCAL
 from harness.runs.checkpoints import Checkpoint
 from harness.study.measure import NamedSet, ablation_losses
 
@@ -30,7 +31,7 @@ ITEM = TokenizedInput(torch.arange(2, 14), 4, (1, 5))  # no model needed: design
 def _measurement_setup(ablation: Ablation, model=None, item=ITEM) -> SimpleNamespace:
     """The parts of a study's ``Setup`` that ``measure.ablation_losses`` reads: one evaluation example."""
     example = SimpleNamespace(example_id="e1", user_id="u1", planted=None)
-    return SimpleNamespace(model=model, ablation=ablation, remote=False, split=SimpleNamespace(evaluation=[example]),
+    return SimpleNamespace(model=model, ablation=ablation, backend=LOCAL, split=SimpleNamespace(evaluation=[example]),
                            tokenized=lambda example_id, condition: item,
                            call=lambda fn, *args, what, **kwargs: fn(*args, **kwargs))
 

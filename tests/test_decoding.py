@@ -10,7 +10,7 @@ from harness.generation.decoding import (Contrast, Sampling, contrast_scores, de
                               token_label)
 from harness.intervene.ablation import Ablation
 from harness.intervene.heads import HeadSet
-from harness.models.remote import resolve_remote
+from harness.models.remote import choose_backend
 from reference_hooks import hooked_ablation
 
 PROMPTS = ["Dear diary, today I walked to the market and", "My favourite food is"]  # different lengths
@@ -175,9 +175,8 @@ def test_naive_two_pass_and_local_remote_simulation_give_the_same_tokens(smollm)
     kw = dict(heads=HEADS, contrast=Contrast(gamma=0.5), max_new_tokens=6)
     fused = decode(smollm, PROMPTS, **kw)
     assert decode(smollm, PROMPTS, fused=False, **kw).token_ids == fused.token_ids
-    # resolved as a study resolves --remote local: the harness ships by value (alone, this test ran only after
-    # another had registered it)
-    assert decode(smollm, PROMPTS, remote=resolve_remote("local"), **kw).token_ids == fused.token_ids
+    # chosen as a study chooses --remote local: the harness ships by value
+    assert decode(smollm, PROMPTS, backend=choose_backend("local"), **kw).token_ids == fused.token_ids
 
 
 def test_cad_branch_rows_use_the_second_prompts(smollm):

@@ -20,6 +20,7 @@ import known_answer_model as ka
 from harness.study import signal
 from harness.analysis import stats
 from harness.intervene.ablation import Ablation, head_means
+from harness.models.remote import LOCAL
 from harness.models.arch import shape_of
 from harness.study.experiment import Setup
 from harness.intervene.heads import Head, HeadSet, all_heads
@@ -38,7 +39,7 @@ def study_setup(built: ka.KnownAnswer, mode: str, positions: str = "all") -> Set
     """The studies' ``Setup`` over the constructed model and corpus; for mean ablation, each head's mean over the
     discovery examples' own-profile prompts and gold texts (as ``harness.study.experiment.mean_reference`` builds it)."""
     model, split = built.model, built.split
-    setup = Setup(model, shape_of(model.config), False, split.discovery + split.evaluation, split, built.prompts,
+    setup = Setup(model, shape_of(model.config), LOCAL, split.discovery + split.evaluation, split, built.prompts,
                   chat=False, framing="prefill")
     ref = None
     if mode == "mean":

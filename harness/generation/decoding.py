@@ -7,8 +7,9 @@ tokens (``"target"``: the last prompt token on; ``"generated"``: the generated t
 without the profile. Both branches keep their own KV cache and run as one forward of ``2 × prompts`` rows ``[full...,
 masked...]``; ``harness.intervene.ablation.ablate`` edits only the masked rows. When the ablation spares the prompt, the
 masked branch's prompt KV equals the full branch's: the prompt runs once and its cache is duplicated for the masked rows
-(``harness.intervene.prompt_cache``). The whole loop is one ``model.session(remote=...)``, so remotely it is one
-request. With no second branch the same loop is plain greedy / sampled decoding (the baselines and StyleVector use it).
+(``harness.intervene.prompt_cache``). The whole loop is one ``model.session`` on the caller's ``Backend``, so remotely
+it is one request. With no second branch the same loop is plain greedy / sampled decoding (the baselines and StyleVector
+use it).
 
 Usage::
 
@@ -31,6 +32,7 @@ from ..intervene.ablation import Ablation, ablate
 from ..models.arch import block as decoder_block
 from ..intervene.heads import HeadSet
 from ..intervene.prompt_cache import batch_cache
+from ..models.remote import LOCAL, Backend
 
 SPACES = ("logits", "logprobs")
 SCHEDULES = ("constant", "entropy")
@@ -229,7 +231,7 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
            heads: HeadSet | str | None = None, contrast: Contrast | None = None,
            sampling: Sampling = Sampling(), max_new_tokens: int = 64, stop_token_ids: Sequence[int] = (),
            steering: Steering | None = None, use_cache: bool = True, fused: bool = True, record_delta: int = 0,
-           ablation: Ablation = Ablation(), remote: bool | str = False) -> Decoded:
+           ablation: Ablation = Ablation(), backend: Backend = LOCAL) -> Decoded:
     """Decode ``prompts``; with ``heads`` (DPS) or ``second`` (CAD prompts) contrast a masked branch.
 
     ``heads``: ablated in the masked branch (same prompts unless ``second`` is given) under ``ablation`` (mode and
@@ -274,7 +276,7 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
                     and ablation.mode != "resample")
     k = int(record_delta)
 
-    with model.session(remote=remote):
+    with model.session(remote=backend.remote):
         generator = torch.Generator().manual_seed(sampling.seed) if sampling.do_sample else None
         caches = [None for _ in groups]
         seq, feed = ids, ids
@@ -352,12 +354,12 @@ class TokenDelta:
 
 def delta_logits_report(model: Any, prompt: str, heads: HeadSet | str | None = None, *, second: str | None = None,
                         k: int = 5, max_new_tokens: int = 20, contrast: Contrast = Contrast(),
-                        sampling: Sampling = Sampling(), remote: bool | str = False) -> list[TokenDelta]:
+                        sampling: Sampling = Sampling(), backend: Backend = LOCAL) -> list[TokenDelta]:
     """Decode one prompt with DPS (or CAD via ``second``) and say, per token, what the head set pushed up and down."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     out = decode(model, [prompt], second=[second] if second is not None else None, heads=heads, contrast=contrast,
-                 sampling=sampling, max_new_tokens=max_new_tokens, record_delta=k, remote=remote)
+                 sampling=sampling, max_new_tokens=max_new_tokens, record_delta=k, backend=backend)
     tok = model.tokenizer
     top = out.delta_top
     report = []

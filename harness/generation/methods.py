@@ -24,6 +24,7 @@ from ..data import Example, Prompt, build_prompt
 from .decoding import DECODING_POSITIONS, Contrast, Sampling, decode
 from ..intervene.ablation import GENERATION_POSITIONS, Ablation, ablate_generation
 from ..intervene.heads import HeadSet
+from ..models.remote import LOCAL, Backend
 from .steering import StyleVectors, steering_for
 
 GENERATIONS = ("no_profile", "profile", "rag", "cad", "stylevector", "dps")
@@ -106,7 +107,7 @@ def build_prompts(generation: Generation, examples: Sequence[Example], tokenizer
 
 def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, max_new_tokens: int,
              sampling: Sampling = Sampling(), stop_token_ids: Sequence[int] = (), batch_size: int = 8,
-             remote: bool | str = False) -> list[str]:
+             backend: Backend = LOCAL) -> list[str]:
     """Generate one text per prompt with ``generation``, ``batch_size`` prompts per decoding loop."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -117,7 +118,7 @@ def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, m
             if not isinstance(p, Prompt):
                 raise TypeError(f"prompt {start + i} is a {type(p).__name__}, not a harness.data.Prompt")
         kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, sampling=sampling, stop_token_ids=stop_token_ids,
-                                  remote=remote)
+                                  backend=backend)
         with_p = [p.with_profile for p in chunk]
         without_p = [p.without_profile for p in chunk]
         if generation.kind == "no_profile":
@@ -138,7 +139,7 @@ def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, m
 
 def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None], *, max_new_tokens: int,
                      min_new_tokens: int = 0, ablation: Ablation = Ablation(),
-                     remote: bool | str = False) -> list[str]:
+                     backend: Backend = LOCAL) -> list[str]:
     """Greedy continuations of one prompt, one per head set ablated under ``ablation`` (positions all or generated;
     None = unablated), all sets as rows of one batched ``generate``; no stop token before ``min_new_tokens``."""
     import torch
@@ -150,7 +151,7 @@ def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None
     ids = torch.tensor([scored_ids(tok, prompt)])  # [1, T]; the tokenizer's own BOS (Gemma's), as scoring has it
     rows = len(head_sets)
     with model.generate(max_new_tokens=max_new_tokens, min_new_tokens=min(min_new_tokens, max_new_tokens),
-                        do_sample=False, pad_token_id=tok.eos_token_id, remote=remote) as tracer:
+                        do_sample=False, pad_token_id=tok.eos_token_id, remote=backend.remote) as tracer:
         with tracer.invoke({"input_ids": ids.expand(rows, -1),
                             "attention_mask": torch.ones(rows, ids.shape[1], dtype=torch.long)}):
             ablate_generation(model, tracer, [hs if hs is not None else HeadSet() for hs in head_sets], ablation)

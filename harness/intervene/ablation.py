@@ -28,6 +28,7 @@ import nnsight
 import torch
 
 from ..models.arch import ModelShape, out_proj, shape_of
+from ..models.remote import LOCAL, Backend
 from .heads import HeadSet, as_headset
 
 MODES = ("zero", "mean", "resample")
@@ -177,24 +178,24 @@ def ablate_generation(model: Any, tracer: Any, heads: Any, ablation: Ablation = 
         ablate(model, heads, mode=ablation.mode, reference=ablation.reference)
 
 
-def capture(model: Any, prompt: Any, *, layers: Sequence[int] | None = None, remote: bool | str = False) -> Reference:
+def capture(model: Any, prompt: Any, *, layers: Sequence[int] | None = None, backend: Backend = LOCAL) -> Reference:
     """Record the output projections' inputs on ``prompt`` (one example) as a resample reference."""
     shape = shape_of(model.config)
     layers = list(range(shape.n_layers)) if layers is None else sorted(layers)
-    with model.trace(prompt, remote=remote):
+    with model.trace(prompt, remote=backend.remote):
         saved = nnsight.save([out_proj(model, layer).input[0].detach() for layer in layers])
     values = {layer: v.to("cpu", torch.float32) for layer, v in zip(layers, saved)}
     return Reference("resample", values, n_tokens=int(values[layers[0]].shape[0]), source=str(prompt)[:80])
 
 
 def head_means(model: Any, prompts: Sequence[Any], *, layers: Sequence[int] | None = None,
-               remote: bool | str = False) -> Reference:
+               backend: Backend = LOCAL) -> Reference:
     """Each head's mean activation (output-projection input) over every token of ``prompts`` (one session)."""
     if not prompts:
         raise ValueError("mean ablation needs at least one reference prompt")
     shape = shape_of(model.config)
     layers = list(range(shape.n_layers)) if layers is None else sorted(layers)
-    with model.session(remote=remote):
+    with model.session(remote=backend.remote):
         sums = [0.0 for _ in layers]
         count = 0
         for prompt in prompts:

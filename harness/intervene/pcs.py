@@ -8,7 +8,7 @@ them (PCS, profile-contrast and user-specific PCS) are ``harness.scorers.ranking
 Exact scores batch many heads into one forward (one head set per batch row) and reuse the clean computation below
 the first ablated layer: an ablation at layer l cannot change layers < l, so those blocks are skipped and fed their
 clean outputs. Attribution scores (AtP) approximate every head from one forward and one backward pass.
-Everything runs inside ``model.session(remote=...)``: one request per example remotely.
+Everything runs inside one ``model.session`` on the caller's ``Backend``: one request per example remotely.
 
 Every function takes the ablation design as one ``Ablation(mode, reference, positions)``; scoring supports the
 positions ``all``, ``target`` and ``profile``. ``positions="target"`` ablates only at the target positions (those whose
@@ -28,6 +28,7 @@ import torch
 from ..data.tokens import SCORED_POSITIONS, TokenizedInput
 from .ablation import Ablation, ablate
 from ..models.arch import block, out_proj, shape_of, unembed
+from ..models.remote import LOCAL, Backend
 from .heads import Head, HeadSet, all_heads
 from .prompt_cache import batch_cache, continuation, grouped_kv_attention, window_reference
 
@@ -68,10 +69,10 @@ def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0,
     return target_nll(model.output.logits, ids, n_target, per_token=per_token)
 
 
-def token_nlls(model: Any, item: TokenizedInput, *, remote: bool | str = False) -> torch.Tensor:
+def token_nlls(model: Any, item: TokenizedInput, *, backend: Backend = LOCAL) -> torch.Tensor:
     """The clean model's NLL of each gold token, ``[n_target]`` (their mean is ``ablated_losses``' clean loss)."""
     ids = item.ids[None]  # [1, T]
-    with model.trace(input_ids=ids, use_cache=False, remote=remote):
+    with model.trace(input_ids=ids, use_cache=False, remote=backend.remote):
         nll = nnsight.save(traced_nll(model, ids, item.n_target, per_token=True))
     return nll[0].detach().cpu()
 
@@ -105,7 +106,7 @@ def _scoring_inputs(feed: torch.Tensor, rows: int, prompt: Any, start: int) -> d
 
 def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], ablation: Ablation = Ablation(), *,
                    batch_size: int | None = BATCH_SIZE, reuse_prefix: bool = True, reuse_prompt: bool = True,
-                   per_token: bool = False, remote: bool | str = False) -> tuple[Any, torch.Tensor]:
+                   per_token: bool = False, backend: Backend = LOCAL) -> tuple[Any, torch.Tensor]:
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
 
     ``per_token``: the gold tokens' NLLs instead of their mean, ``(clean[n_target], losses[len(sets), n_target])``
@@ -138,8 +139,8 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], ab
     at = None if cached else where  # where the ablation acts within `feed` (a cached prompt: all of it)
     ref = window_reference(ablation.reference, target, ids.shape[1]) if cached else ablation.reference
     deepest = max(firsts, default=0)
-    local_cpu = not remote and _device(model).type == "cpu"
-    with grouped_kv_attention(cached and local_cpu), model.session(remote=remote):
+    local_cpu = backend.kind == "local" and _device(model).type == "cpu"
+    with grouped_kv_attention(cached and local_cpu), model.session(remote=backend.remote):
         prompt = None
         if cached:
             with model.trace(ids[:, :start], use_cache=True):
@@ -166,7 +167,7 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], ab
 
 def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadSet | None = None,
                  ablation: Ablation = Ablation(), *, batch_size: int | None = None, reuse_prefix: bool = True,
-                 reuse_prompt: bool = True, remote: bool | str = False) -> tuple[float, torch.Tensor]:
+                 reuse_prompt: bool = True, backend: Backend = LOCAL) -> tuple[float, torch.Tensor]:
     """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
 
     ``batch_size`` heads share a forward (default: one layer's heads); ``ablation`` and the reuse switches are those
@@ -177,12 +178,12 @@ def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadS
     heads = list(all_heads(shape)) if heads is None else [h if isinstance(h, Head) else Head(*h) for h in heads]
     clean, losses = ablated_losses(model, item, [HeadSet([h]) for h in heads], ablation,
                                    batch_size=batch_size or shape.n_heads,
-                                   reuse_prefix=reuse_prefix, reuse_prompt=reuse_prompt, remote=remote)
+                                   reuse_prefix=reuse_prefix, reuse_prompt=reuse_prompt, backend=backend)
     return clean, losses - clean
 
 
 def head_attributions(model: Any, item: TokenizedInput, ablation: Ablation = Ablation(), *,
-                      remote: bool | str = False) -> tuple[float, torch.Tensor]:
+                      backend: Backend = LOCAL) -> tuple[float, torch.Tensor]:
     """Attribution-patching estimate of every head's loss increase from one forward + one backward pass.
 
     ``delta_h ~= sum_t (r_h,t - z_h,t) . dL/dz_h,t`` with z the head's slice of the output projection's input and r
@@ -197,7 +198,7 @@ def head_attributions(model: Any, item: TokenizedInput, ablation: Ablation = Abl
     shape = shape_of(model.config)
     ids = item.ids[None]  # [1, T]
     at = slice(None) if where is None else where
-    with torch.enable_grad(), model.trace(ids, use_cache=False, remote=remote):  # callers may run under no_grad
+    with torch.enable_grad(), model.trace(ids, use_cache=False, remote=backend.remote):  # callers may run under no_grad
         zs = []
         for layer in range(shape.n_layers):
             z = out_proj(model, layer).input

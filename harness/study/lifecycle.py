@@ -8,14 +8,13 @@ from typing import Any
 
 from ..analysis import declared, tables
 from ..intervene.ablation import Ablation
-from ..models.remote import runs_here
 from ..runs.files import write_csv
 from ..runs.folder import Run
 from ..logs import configure as configure_logging
 from . import signal
 from .config import StudyConfig
 from .plan import print_plan
-from .experiment import Setup, build_prompts, checked_remote, choose_framing, mean_reference, prepare
+from .experiment import Setup, build_prompts, checked_backend, choose_framing, mean_reference, prepare
 
 log = logging.getLogger("harness")
 
@@ -35,11 +34,11 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     refused, field by field, before the model is loaded), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     begin(cfg)
-    checked_remote(cfg)  # a missing key or host is an error before anything is written
+    backend = checked_backend(cfg)  # chosen once; a missing key or host is an error before anything is written
     run = Run.open(cfg.results, cfg.model, cfg.data, cfg.folder(), cfg.numbers_config(), fresh=cfg.fresh,
                    command=cfg.command())
-    run.borrow = runs_here(cfg.remote)  # sibling runs lend clean losses and artefacts to local runs only
-    setup = prepare(cfg)
+    run.borrow = backend.runs_here  # sibling runs lend clean losses and artefacts to local runs only
+    setup = prepare(cfg, backend)
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)
         build_prompts(setup, cfg)

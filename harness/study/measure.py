@@ -125,8 +125,8 @@ def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: 
         item = setup.tokenized(ex.example_id, cond)
         mask = masks.get(ex.example_id)
         clean, losses = setup.call(ablated_losses, setup.model, item, [by_name[h] for h in missing], setup.ablation,
-                                   batch_size=batch_size, per_token=mask is not None,
-                                   remote=setup.remote, what=f"ablation sets on {key}")
+                                   batch_size=batch_size, per_token=mask is not None, backend=setup.backend,
+                                   what=f"ablation sets on {key}")
         if mask is None:
             ck.add(key, user_id=ex.user_id, clean=clean, losses={**have, **dict(zip(missing, losses.tolist()))})
             continue
@@ -166,7 +166,7 @@ def generations(setup: Any, run: Any, specs: Sequence[Any], *, max_new_tokens: i
                                 chat=setup.chat, framing=setup.framing)
         ck.add(f"{split}|{spec.key}", texts=generate(setup.model, prompts, spec, max_new_tokens=max_new_tokens,
                                                      sampling=setup.sampling,
-                                                     batch_size=batch_size, remote=setup.remote))
+                                                     batch_size=batch_size, backend=setup.backend))
     return {spec.name: ck.get(f"{split}|{spec.key}")["texts"] for spec in specs}
 
 

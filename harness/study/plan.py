@@ -498,10 +498,11 @@ def _local_inputs(cfg: Any, examples: list, split: Any) -> Inputs:
     """A local model's inputs: its prompts built as the study builds them (``auto`` framing counted as prefill)."""
     from .experiment import Setup, build_prompts, resolve_chat
     from ..models.registry import load_model, model_shape
+    from ..models.remote import LOCAL
 
     model = load_model(cfg.model)
     shape = model_shape(model, cfg.model)
-    setup = Setup(model=model, shape=shape, remote=False, examples=examples, split=split,
+    setup = Setup(model=model, shape=shape, backend=LOCAL, examples=examples, split=split,
                   max_target_tokens=cfg.max_target_tokens, chat=resolve_chat(cfg.chat, model.tokenizer),
                   framing="prefill" if cfg.framing == "auto" else cfg.framing)
     build_prompts(setup, cfg)
