@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from harness.models.registry import load_model
+from harness.intervene.ablation import Ablation
 from harness.intervene.pcs import ablated_losses
 
 from .common import child_json
@@ -58,11 +59,11 @@ def child(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     item = example(model.tokenizer, PROFILE_A, args.prompt_tokens, args.target_tokens)
     sets = v2_sets(model, args.sets)
-    ablated_losses(model, item, sets[:16], positions=args.positions)  # warm-up
+    ablated_losses(model, item, sets[:16], Ablation(positions=args.positions))  # warm-up
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     with peak_rss() as rss:
         for _ in range(args.calls):
-            clean, losses = ablated_losses(model, item, sets, positions=args.positions)
+            clean, losses = ablated_losses(model, item, sets, Ablation(positions=args.positions))
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall_s": wall, "user_s": r1.ru_utime - r0.ru_utime,
                       "sys_s": r1.ru_stime - r0.ru_stime, "minflt": r1.ru_minflt - r0.ru_minflt,

@@ -5,7 +5,7 @@
 
 DPS runs both branches as one batched forward per step (2 x prompts rows, heads ablated in the masked half, one
 KV cache); the naive variant runs two forwards per step, each with its own cache. Prompt-once DPS ablates only at the
-positions that predict generated tokens (``ablate_positions="target"``), so the prompt runs once for both branches.
+positions that predict generated tokens (``Ablation(positions="target")``), so the prompt runs once for both branches.
 Each DPS variant is timed alternately with plain generate (benchmarks.common.time_pair). Prints tokens/s and the
 ratio DPS / generate (target >= 0.6 on CPU). ``--prompt-tokens N`` prefixes each request with a user profile so
 that every prompt has about N tokens (study v2 uses 1024).
@@ -17,6 +17,7 @@ import argparse
 
 import torch
 
+from harness.intervene.ablation import Ablation
 from harness.generation.decoding import Contrast, decode, encode
 from harness.intervene.heads import HeadSet
 from harness.models.registry import hf_module, load_model
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     variants = {"dps": ("DPS, one batched forward/step", dict(fused=True)),
                 "naive": ("DPS naive, two forwards/step", dict(fused=False)),
-                "prompt_once": ("DPS prompt once (target positions)", dict(fused=True, ablate_positions="target"))}
+                "prompt_once": ("DPS prompt once (target positions)",
+                                dict(fused=True, ablation=Ablation(positions="target")))}
 
     def dps(**kwargs) -> None:
         out = decode(model, prompts, heads=heads, contrast=Contrast(gamma=args.gamma), max_new_tokens=args.tokens,

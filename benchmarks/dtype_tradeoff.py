@@ -24,6 +24,7 @@ from harness.data import load_examples
 from harness.data.prompts import build_prompt
 from harness.models.registry import load_model
 from harness.data.tokens import encode
+from harness.intervene.ablation import Ablation
 from harness.intervene.pcs import head_effects
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = {}
         for dt, model in models.items():  # alternated per example: drift hits both
             start = time.perf_counter()
-            clean, deltas = head_effects(model, item, mode="zero", positions="all")
+            clean, deltas = head_effects(model, item, ablation=Ablation("zero", positions="all"))
             runs[dt] = (clean, deltas.flatten().float(), time.perf_counter() - start)
         (c32, d32, t32), (c16, d16, t16) = runs[torch.float32], runs[torch.bfloat16]
         diff = (d32 - d16).abs()

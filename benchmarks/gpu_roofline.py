@@ -36,6 +36,7 @@ from harness.generation.decoding import Sampling, decode as harness_decode
 from harness.intervene.heads import Head, HeadSet
 from harness.models.registry import place
 from harness.data.tokens import TokenizedInput
+from harness.intervene.ablation import Ablation
 from harness.intervene.pcs import ablated_losses
 from harness.study.plan import PROJECTION, Work, projection
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     item = TokenizedInput(torch.cat([prompt[0], gold16[0]]).cpu(), n_target=64)
 
     def harness_target():
-        ablated_losses(traced, item, sets, mode="zero", positions="target", batch_size=16, reuse_prefix=False)
+        ablated_losses(traced, item, sets, Ablation("zero", positions="target"), batch_size=16, reuse_prefix=False)
 
     shapes = {"prefill": (prefill, 1024), "target": (target, 450 + 16 * 64),
               "target+ablate": (target_ablate, 450 + 16 * 64), "decode": (decode, 2),

@@ -23,6 +23,7 @@ from harness.models.arch import shape_of
 from harness.intervene.heads import Head
 from harness.models.registry import hf_module, load_model
 from harness.data.tokens import encode
+from harness.intervene.ablation import Ablation
 from harness.intervene.pcs import head_attributions, head_effects, target_nll
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -62,16 +63,16 @@ def main(argv: list[str] | None = None) -> dict:
                   max_target_tokens=args.target_tokens)
     n_layers = args.layers or shape.n_layers
     heads = [Head(l, h) for l in range(n_layers) for h in range(shape.n_heads)]
-    head_effects(model, item, heads[: shape.n_heads], positions=args.positions)  # warm up both paths
+    head_effects(model, item, heads[: shape.n_heads], Ablation(positions=args.positions))  # warm up both paths
     naive(hf_module(model), item, heads[:2], shape.head_dim, args.positions)
     t0 = time.perf_counter()
-    ours = head_effects(model, item, heads, positions=args.positions)[1]
+    ours = head_effects(model, item, heads, Ablation(positions=args.positions))[1]
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref = naive(hf_module(model), item, heads, shape.head_dim, args.positions)
     t_naive = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _, approx = head_attributions(model, item, positions=args.positions)
+    _, approx = head_attributions(model, item, Ablation(positions=args.positions))
     t_atp = time.perf_counter() - t0
     approx = approx.flatten()[: len(heads)]
     rho = float(spearmanr(approx, ref).statistic)

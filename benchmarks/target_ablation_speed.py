@@ -3,8 +3,8 @@
     python -m benchmarks.target_ablation_speed [--model smollm2-135m] [--prompt-tokens 1024] [--target-tokens 64]
         [--sets 150] [--repeats 1] [--rss 8,16,32,64] [--v2]
 
-Both contenders compute the same losses (``ablated_losses(..., positions="target")``): the cached mode runs the
-prompt once and each batch of sets over the gold tokens only; the baseline re-runs the whole sequence, 16 sets per
+Both contenders compute the same losses (``ablated_losses(..., Ablation(positions="target"))``): the cached mode runs
+the prompt once and each batch of sets over the gold tokens only; the baseline re-runs the whole sequence, 16 sets per
 forward with clean-prefix reuse (the batching ``ablated_losses`` had before). The sets are shaped like study v2's: top-k
 sets of a ranking (k = 1 ... 32) and layer-matched random sets. Prints both times (median of ``--repeats``, run
 alternately), the ratio (goal >= 8x) and max |Δloss|.
@@ -30,6 +30,7 @@ import torch
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head, HeadSet, random_headset
 from harness.models.registry import load_model
+from harness.intervene.ablation import Ablation
 from harness.intervene.pcs import BATCH_SIZE, ablated_losses
 from harness.data.tokens import TokenizedInput
 
@@ -100,11 +101,11 @@ def rss_child(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     item = example(model.tokenizer, PROFILE_A, args.prompt_tokens, args.target_tokens)
     sets = v2_sets(model, args.sets)
-    ablated_losses(model, item, sets[:2], positions="target", batch_size=2)  # warm-up
+    ablated_losses(model, item, sets[:2], Ablation(positions="target"), batch_size=2)  # warm-up
     before = rss_mb()
     t0 = time.perf_counter()
     with peak_rss() as rss:
-        ablated_losses(model, item, sets, positions="target", batch_size=args.rss_child)
+        ablated_losses(model, item, sets, Ablation(positions="target"), batch_size=args.rss_child)
     seconds = time.perf_counter() - t0
     print(json.dumps({"batch_size": args.rss_child, "rss_mb_before": before, "peak_rss_mb": rss["peak_mb"],
                       "s_per_set": seconds / len(sets)}))
@@ -136,15 +137,15 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {}
 
     def cached() -> None:
-        out["cached"] = ablated_losses(model, item, sets, positions="target")
+        out["cached"] = ablated_losses(model, item, sets, Ablation(positions="target"))
 
     def full() -> None:
-        out["full"] = ablated_losses(model, item, sets, positions="target", reuse_prompt=False,
+        out["full"] = ablated_losses(model, item, sets, Ablation(positions="target"), reuse_prompt=False,
                                      batch_size=args.baseline_batch)
 
     if not args.skip_baseline:
-        ablated_losses(model, item, sets[:2], positions="target", batch_size=2)  # warm both paths up once
-        ablated_losses(model, item, sets[:2], positions="target", batch_size=2, reuse_prompt=False)
+        ablated_losses(model, item, sets[:2], Ablation(positions="target"), batch_size=2)  # warm both paths up once
+        ablated_losses(model, item, sets[:2], Ablation(positions="target"), batch_size=2, reuse_prompt=False)
         t_cached, t_full = time_pair(cached, full, repeats=args.repeats, warmup=0)
         diff = float((out["cached"][1] - out["full"][1]).abs().max())
         res.update(cached_s=t_cached, full_s=t_full, speedup=t_full / t_cached, max_abs_diff=diff,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         per_variant = {}
         for name, it in items.items():
             t0 = time.perf_counter()
-            ablated_losses(model, it, sets, positions="target")
+            ablated_losses(model, it, sets, Ablation(positions="target"))
             per_variant[name] = time.perf_counter() - t0
         t_v2 = sum(per_variant.values())
         res.update(v2_example_s=t_v2, v2_variant_s=per_variant, v2_projection_h=t_v2 * 64 * 3 / 3600)

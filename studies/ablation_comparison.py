@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> Run:
                            seed=cfg.seed, matched_to=cfg.matched_to, n_damage=cfg.n_damage,
                            exclude_named=cfg.null_excludes_named, unions=unions)
     write_json(run.path("head_sets.json"), [{**dataclasses.asdict(s), "heads": str(s.heads)} for s in sets])
-    frame = outcomes.add_outcomes(ablation_losses(setup, run, sets, cfg.conditions, positions=cfg.positions,
-                                                  batch_size=cfg.batch_size), cfg.conditions)
+    frame = outcomes.add_outcomes(ablation_losses(setup, run, sets, cfg.conditions, batch_size=cfg.batch_size),
+                                  cfg.conditions)
     write_csv(run.path("per_example.csv"), frame)
 
     power = prior_mde(setup.signal, int(frame.user_id.nunique()), n_tests=len(families))
@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> Run:
     ablation_report(frame, run, families, cfg.k_heads, title=f"{cfg.data}, n={frame.example_id.nunique()}",
                     n_perm=cfg.n_perm, **stat)
 
-    # greedy generations with each named set of the largest k ablated (and none), scored against the gold text
+    # greedy generations with each named set of the largest k ablated (and none), scored against the gold text; the
+    # sets are ablated at every position whatever --positions (so the recorded generations were made; their
+    # checkpoint key names only the sets)
+    everywhere = dataclasses.replace(setup.ablation, positions="all")
     named = [s for s in sets if s.k == kmax and s.family in families]
     ck = run.checkpoint("generations")
     variants = {"none": None, **{s.name: s.heads for s in named}}
@@ -105,8 +108,8 @@ def main(argv: list[str] | None = None) -> Run:
     for ex in tqdm([e for e in setup.split.evaluation if f"{e.example_id}|{key}" not in ck], desc="generations"):
         texts = setup.call(generate_ablated, setup.model, setup.prompts[ex.example_id].with_profile,
                            list(variants.values()), max_new_tokens=cfg.max_new_tokens,
-                           min_new_tokens=cfg.min_new_tokens, remote=setup.remote,
-                           what=f"generations on {ex.example_id}", **setup.ablation)
+                           min_new_tokens=cfg.min_new_tokens, ablation=everywhere, backend=setup.backend,
+                           what=f"generations on {ex.example_id}")
         ck.add(f"{ex.example_id}|{key}", texts=dict(zip(variants, texts)))
     gens = pd.DataFrame([{"example_id": e.example_id, "user_id": e.user_id, "set": name, "text": text,
                           "rougeL": rouge(text, setup.prompts[e.example_id].target)["rougeL"]}

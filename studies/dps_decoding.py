@@ -79,7 +79,7 @@ def style_choice(setup, run: Run, cfg: DPSConfig) -> tuple[StyleVectors, float]:
     saved = run.artifact("stylevector", depends, lambda: fit_and_choose(
         setup.model, fit, setup.split.discovery, layers, cfg.style_alphas, max_new_tokens=cfg.max_new_tokens,
         max_prompt_tokens=cfg.max_prompt_tokens, chat=setup.chat, framing=setup.framing, sampling=setup.sampling,
-        remote=setup.remote))
+        backend=setup.backend))
     write_json(run.path("stylevector_choice.json"), {k: saved[k] for k in ("layer", "alpha", "grid_rougeL")})
     return chosen_style(saved)
 
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> Run:
     heads = {f: ranking.top(f, k_dps) for f in ranking.families}
     heads["random"] = random_headset(setup.shape, f"dps-random:{cfg.seed}", like=heads[primary], exclude=heads[primary])
     specs = comparison_generations(heads, primary, gamma=cfg.gamma, gammas=cfg.gammas, k_profile=cfg.k_profile,
-                                   style=style, alpha=alpha, ablation={
-                                       "ablation_mode": setup.ablation["mode"], "ablate_positions": cfg.positions,
-                                       "reference": setup.ablation.get("reference")})
+                                   style=style, alpha=alpha, ablation=setup.ablation)
     gen = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, max_prompt_tokens=cfg.max_prompt_tokens)
     texts = generations(setup, run, specs, **gen)
     df = score_generations(setup, texts, METRICS)
@@ -155,7 +153,7 @@ def main(argv: list[str] | None = None) -> Run:
     main_dps = next(s for s in specs if s.name == f"dps-{primary}")
     report = delta_logits_report(setup.model, setup.prompts[evaluation[0].example_id].with_profile, main_dps.heads,
                                  max_new_tokens=min(12, cfg.max_new_tokens), contrast=main_dps.contrast,
-                                 remote=setup.remote)
+                                 backend=setup.backend)
     write_json(run.path("delta_logits_example.json"), [r.__dict__ for r in report])
     plot_delta_logits(report, str(run.path("delta_logits_example.png")))
     if cfg.judge != "none":

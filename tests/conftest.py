@@ -12,7 +12,7 @@ import pytest
 
 # The loopback NDIF stack and its tiny model are session fixtures shared by every remote test module
 # (one redis/API/worker set per test session, not one per module).
-from ndif_service import (client, local, ndif_stack, remote, restore_nnsight_config,  # noqa: F401,E402
+from ndif_service import (backend, client, local, ndif_stack, remote, restore_nnsight_config,  # noqa: F401,E402
                           tiny_llama_dir)
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -294,3 +294,12 @@ def remote(ndif_stack, monkeypatch, restore_nnsight_config) -> str:
     monkeypatch.setenv("NDIF_API_KEY", TEST_API_KEY)
     require_api_key(ndif_stack.api_url)
     return resolve_remote(ndif_stack.api_url)
+
+
+@pytest.fixture
+def backend(remote) -> Any:
+    """The backend a study chooses for the loopback host URL (``choose_backend``, the `remote` fixture's key set), which
+    the harness's functions take; raw nnsight traces take the `remote` value."""
+    from harness.models.remote import choose_backend
+
+    return choose_backend(remote)

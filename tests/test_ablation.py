@@ -6,7 +6,7 @@ import nnsight
 import pytest
 import torch
 
-from harness.intervene.ablation import ablate, ablate_generation, capture, head_means
+from harness.intervene.ablation import Ablation, ablate, ablate_generation, capture, head_means
 from harness.models.arch import attention, out_proj, shape_of
 from harness.intervene.heads import HeadSet
 from reference_hooks import hooked_ablation, logits
@@ -106,10 +106,10 @@ def test_per_row_head_sets_equal_separate_forwards(smollm):
         assert torch.allclose(batched[row], single[0], atol=1e-5, rtol=0)
 
 
-def test_positions_limit_the_ablation(smollm):
+def test_an_index_limits_the_ablation_to_its_positions(smollm):
     heads = HeadSet.parse("L1H0-8,L2H0-8")
     n = len(smollm.tokenizer(PROMPT).input_ids)
-    last_only = _trace_logits(smollm, PROMPT, heads=heads, positions=[n - 1])
+    last_only = _trace_logits(smollm, PROMPT, heads=heads, at=[n - 1])
     clean = _trace_logits(smollm, PROMPT)
     assert torch.equal(last_only[0, : n - 1], clean[0, : n - 1])  # causal: earlier positions untouched
     assert not torch.allclose(last_only[0, -1], clean[0, -1])
@@ -130,7 +130,7 @@ def test_ablation_applies_at_every_generation_step(smollm):
     assert torch.equal(ids[0], want[0])
 
 
-def _generated(model, heads, steps: int = 4, **kwargs):
+def _generated(model, heads, steps: int = 4, ablation: Ablation = Ablation()):
     """Each step's last-position logits and the greedy ids, ``heads`` ablated by ablate_generation (None: clean).
 
     Nothing runs after an open step loop in its invoke, so the logits and the ids are read in invokes of their own.
@@ -138,7 +138,7 @@ def _generated(model, heads, steps: int = 4, **kwargs):
     with model.generate(max_new_tokens=steps, min_new_tokens=steps, do_sample=False) as tracer:
         with tracer.invoke(PROMPT):
             if heads is not None:
-                ablate_generation(model, tracer, heads, **kwargs)
+                ablate_generation(model, tracer, heads, ablation)
         with tracer.invoke():
             step_logits = nnsight.save(list())
             for _ in tracer.all():
@@ -149,9 +149,9 @@ def _generated(model, heads, steps: int = 4, **kwargs):
 
 
 @pytest.mark.filterwarnings("ignore:.*was never reached")  # the open step loops end this way
-def test_generated_only_ablates_every_new_token_but_not_the_prompt_pass(smollm):
+def test_generated_positions_ablate_every_new_token_but_not_the_prompt_pass(smollm):
     heads = HeadSet.parse("L0H0-8,L1H0-8")
-    got, ids = _generated(smollm, heads, generated_only=True)
+    got, ids = _generated(smollm, heads, ablation=Ablation(positions="generated"))
     clean, clean_ids = _generated(smollm, None)
     every_step, _ = _generated(smollm, heads)
     assert got.shape == clean.shape == (4, len(smollm.tokenizer))

@@ -22,7 +22,7 @@ import warnings
 import pytest
 import torch
 
-from harness.intervene.ablation import capture, head_means
+from harness.intervene.ablation import Ablation, capture, head_means
 from harness.models.arch import shape_of
 from harness.generation.decoding import Contrast, Steering, decode
 from harness.intervene.heads import Head, HeadSet, random_headset
@@ -114,17 +114,15 @@ def test_ablated_losses_on_gpu_match_cpu(pair, mode, positions):
             _close(refs["gpu"].values[layer], refs["cpu"].values[layer], f"{family} {mode} reference layer {layer}")
     sets = _sets(shape)
     for reuse in (True, False):
-        kw = dict(mode=mode, positions=positions, batch_size=4, reuse_prefix=reuse, reuse_prompt=reuse)
-        clean_c, loss_c = ablated_losses(cpu, item, sets, reference=refs["cpu"], **kw)
-        clean_g, loss_g = ablated_losses(gpu, item, sets, reference=refs["gpu"], **kw)
+        kw = dict(batch_size=4, reuse_prefix=reuse, reuse_prompt=reuse)
+        clean_c, loss_c = ablated_losses(cpu, item, sets, Ablation(mode, refs["cpu"], positions), **kw)
+        clean_g, loss_g = ablated_losses(gpu, item, sets, Ablation(mode, refs["gpu"], positions), **kw)
         assert loss_g.device.type == "cpu"  # results come back to the CPU
         _close(clean_g, clean_c, f"{family} clean loss")
         _close(loss_g, loss_c, f"{family} {mode}/{positions} ablated losses (reuse {reuse})")
         assert float((loss_c - clean_c).abs().max()) > 1e-4  # the sets change the loss: the comparison has content
-    per_tok_c = ablated_losses(cpu, item, sets[:3], mode=mode, reference=refs["cpu"], positions=positions,
-                               per_token=True)[1]
-    per_tok_g = ablated_losses(gpu, item, sets[:3], mode=mode, reference=refs["gpu"], positions=positions,
-                               per_token=True)[1]
+    per_tok_c = ablated_losses(cpu, item, sets[:3], Ablation(mode, refs["cpu"], positions), per_token=True)[1]
+    per_tok_g = ablated_losses(gpu, item, sets[:3], Ablation(mode, refs["gpu"], positions), per_token=True)[1]
     _close(per_tok_g, per_tok_c, f"{family} per-token losses")
 
 
@@ -132,14 +130,15 @@ def test_exact_and_attribution_pcs_on_gpu_match_cpu(pair):
     family, cpu, gpu = pair
     item = _item(5, cpu.config.vocab_size)
     _close(token_nlls(gpu, item), token_nlls(cpu, item), f"{family} token NLLs")
-    _close(head_effects(gpu, item, positions="target")[1], head_effects(cpu, item, positions="target")[1],
+    target = Ablation(positions="target")
+    _close(head_effects(gpu, item, ablation=target)[1], head_effects(cpu, item, ablation=target)[1],
            f"{family} exact head effects")
     mean_c = head_means(cpu, [_item(6, cpu.config.vocab_size).ids[None]])
     mean_g = head_means(gpu, [_item(6, gpu.config.vocab_size).ids[None]])
     for mode, ref_c, ref_g in (("zero", None, None), ("mean", mean_c, mean_g)):
         for positions in ("all", "target"):
-            clean_c, est_c = head_attributions(cpu, item, mode=mode, reference=ref_c, positions=positions)
-            clean_g, est_g = head_attributions(gpu, item, mode=mode, reference=ref_g, positions=positions)
+            clean_c, est_c = head_attributions(cpu, item, Ablation(mode, ref_c, positions))
+            clean_g, est_g = head_attributions(gpu, item, Ablation(mode, ref_g, positions))
             assert abs(clean_c - clean_g) <= ATOL
             _close(est_g, est_c, f"{family} attribution PCS ({mode}, {positions})")
 
@@ -156,19 +155,16 @@ def test_dps_decoding_on_gpu_matches_cpu(pair, variant):
         kw.update(second=["the budget", "Tonight we"], contrast=Contrast(gamma=1.0))
     else:
         kw.update(heads=heads, contrast=Contrast(gamma=0.5))
-    if variant == "dps-target":
-        kw.update(ablate_positions="target")
-    elif variant == "dps-generated":
-        kw.update(ablate_positions="generated")
-    elif variant == "uncached":
+    positions = {"dps-target": "target", "dps-generated": "generated"}.get(variant, "all")
+    if variant == "uncached":
         kw.update(use_cache=False)
-    refs = {}
+    ablations = {name: Ablation(positions=positions) for name in ("cpu", "gpu")}
     if variant == "dps-mean-adaptive":
         for name, model in (("cpu", cpu), ("gpu", gpu)):
-            refs[name] = head_means(model, [_item(8, cpu.config.vocab_size).ids[None]])
-        kw.update(ablation_mode="mean", contrast=Contrast(gamma=0.5, schedule="entropy", alpha=0.1))
-    out_c = decode(cpu, prompts, reference=refs.get("cpu"), **kw)
-    out_g = decode(gpu, prompts, reference=refs.get("gpu"), **kw)
+            ablations[name] = Ablation("mean", head_means(model, [_item(8, cpu.config.vocab_size).ids[None]]))
+        kw.update(contrast=Contrast(gamma=0.5, schedule="entropy", alpha=0.1))
+    out_c = decode(cpu, prompts, ablation=ablations["cpu"], **kw)
+    out_g = decode(gpu, prompts, ablation=ablations["gpu"], **kw)
     assert out_g.token_ids == out_c.token_ids, f"{family} {variant}: the GPU decoded other tokens"
     _close(torch.tensor(sum(out_g.gammas, [])), torch.tensor(sum(out_c.gammas, [])), f"{family} {variant} gammas")
     _close(out_g.delta_top["promoted"], out_c.delta_top["promoted"], f"{family} {variant} promoted Δ-logits")

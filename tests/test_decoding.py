@@ -8,7 +8,9 @@ import torch
 from harness.generation.decoding import (Contrast, Sampling, contrast_scores, decode, delta_logits_report, encode,
                               entropy_gamma, forward_step, next_tokens, plausibility_mask, plot_delta_logits,
                               token_label)
+from harness.intervene.ablation import Ablation
 from harness.intervene.heads import HeadSet
+from harness.models.remote import choose_backend
 from reference_hooks import hooked_ablation
 
 PROMPTS = ["Dear diary, today I walked to the market and", "My favourite food is"]  # different lengths
@@ -173,7 +175,8 @@ def test_naive_two_pass_and_local_remote_simulation_give_the_same_tokens(smollm)
     kw = dict(heads=HEADS, contrast=Contrast(gamma=0.5), max_new_tokens=6)
     fused = decode(smollm, PROMPTS, **kw)
     assert decode(smollm, PROMPTS, fused=False, **kw).token_ids == fused.token_ids
-    assert decode(smollm, PROMPTS, remote="local", **kw).token_ids == fused.token_ids
+    # chosen as a study chooses --remote local: the harness ships by value
+    assert decode(smollm, PROMPTS, backend=choose_backend("local"), **kw).token_ids == fused.token_ids
 
 
 def test_cad_branch_rows_use_the_second_prompts(smollm):
@@ -215,7 +218,7 @@ def test_left_padded_rows_keep_their_absolute_positions(tiny_models):
 
 @pytest.mark.parametrize("where", ["target", "generated"])
 def test_prompt_once_dps_equals_decoding_each_branch_from_its_own_prompt(smollm, where):
-    kw = dict(heads=HEADS, contrast=Contrast(gamma=1.0), max_new_tokens=N_NEW, ablate_positions=where)
+    kw = dict(heads=HEADS, contrast=Contrast(gamma=1.0), max_new_tokens=N_NEW, ablation=Ablation(positions=where))
     once = decode(smollm, PROMPTS, **kw)  # fused and cached: the prompt runs once for both branches
     assert once.token_ids == decode(smollm, PROMPTS, fused=False, **kw).token_ids
     assert once.token_ids == decode(smollm, PROMPTS, use_cache=False, **kw).token_ids
@@ -223,14 +226,14 @@ def test_prompt_once_dps_equals_decoding_each_branch_from_its_own_prompt(smollm,
     assert once.token_ids != everywhere.token_ids
 
 
-def test_generated_only_dps_starts_as_the_full_branch_and_target_ablates_the_last_prompt_token(smollm):
+def test_generated_positions_dps_starts_as_the_full_branch_and_target_ablates_the_last_prompt_token(smollm):
     from harness.models.arch import shape_of
 
     kw = dict(heads=HEADS, contrast=Contrast(gamma=0.5), max_new_tokens=2, record_delta=3)
-    generated = decode(smollm, PROMPTS[1:], ablate_positions="generated", **kw)
+    generated = decode(smollm, PROMPTS[1:], ablation=Ablation(positions="generated"), **kw)
     assert generated.delta_top["promoted"][0, 0].abs().max() == 0  # step 0: nothing ablated yet
     assert generated.delta_top["promoted"][0, 1].abs().max() > 0
-    target = decode(smollm, PROMPTS[1:], ablate_positions="target", **kw)
+    target = decode(smollm, PROMPTS[1:], ablation=Ablation(positions="target"), **kw)
     hf, tok = smollm._module, smollm.tokenizer
     enc = tok(PROMPTS[1], return_tensors="pt")
     with torch.no_grad():
@@ -243,11 +246,11 @@ def test_generated_only_dps_starts_as_the_full_branch_and_target_ablates_the_las
     assert target.delta_top["promoted"][0, 0].tolist() == pytest.approx(top.values.tolist(), abs=1e-3)
 
 
-def test_ablate_positions_needs_heads_and_a_known_name(smollm):
-    with pytest.raises(ValueError, match="needs heads"):
-        decode(smollm, PROMPTS, second=PROMPTS, ablate_positions="target", max_new_tokens=2)
-    with pytest.raises(ValueError, match="ablate_positions"):
-        decode(smollm, PROMPTS, heads=HEADS, ablate_positions="prompt", max_new_tokens=2)
+def test_ablation_positions_need_heads_and_a_decoding_position(smollm):
+    with pytest.raises(ValueError, match="need heads"):
+        decode(smollm, PROMPTS, second=PROMPTS, ablation=Ablation(positions="target"), max_new_tokens=2)
+    with pytest.raises(ValueError, match="decode cannot ablate at positions 'profile'.*all, target, generated"):
+        decode(smollm, PROMPTS, heads=HEADS, ablation=Ablation(positions="profile"), max_new_tokens=2)
 
 
 def _bos_tokenizer():

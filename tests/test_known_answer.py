@@ -19,7 +19,8 @@ import torch
 import known_answer_model as ka
 from harness.study import signal
 from harness.analysis import stats
-from harness.intervene.ablation import head_means
+from harness.intervene.ablation import Ablation, head_means
+from harness.models.remote import LOCAL
 from harness.models.arch import shape_of
 from harness.study.experiment import Setup
 from harness.intervene.heads import Head, HeadSet, all_heads
@@ -34,15 +35,16 @@ STUDY_DESIGNS = [("zero", "all"), ("mean", "target")]  # the studies' two ablati
 DESIGNS = STUDY_DESIGNS + [("zero", "target"), ("mean", "all")]
 
 
-def study_setup(built: ka.KnownAnswer, mode: str) -> Setup:
+def study_setup(built: ka.KnownAnswer, mode: str, positions: str = "all") -> Setup:
     """The studies' ``Setup`` over the constructed model and corpus; for mean ablation, each head's mean over the
     discovery examples' own-profile prompts and gold texts (as ``harness.study.experiment.mean_reference`` builds it)."""
     model, split = built.model, built.split
-    setup = Setup(model, shape_of(model.config), False, split.discovery + split.evaluation, split, built.prompts,
+    setup = Setup(model, shape_of(model.config), LOCAL, split.discovery + split.evaluation, split, built.prompts,
                   chat=False, framing="prefill")
+    ref = None
     if mode == "mean":
         ref = head_means(model, [setup.tokenized(e.example_id, "own").ids[None] for e in split.discovery])
-        setup.ablation = {"mode": "mean", "reference": ref}
+    setup.ablation = Ablation(mode, ref, positions)
     return setup
 
 
@@ -54,8 +56,8 @@ def ranking_of(built: ka.KnownAnswer, root, *, estimator: str = "exact", mode: s
                positions: str = "all") -> tuple[Ranking, ConditionEffects]:
     """``rank_heads`` over the discovery examples, as the pcs_ranking study calls it."""
     cfg = SimpleNamespace(estimator=estimator, conditions=CONDITIONS, positions=positions)
-    ctx = ScoringContext(study_setup(built, mode), run_folder(root, estimator=estimator, mode=mode,
-                                                              positions=positions), cfg)
+    ctx = ScoringContext(study_setup(built, mode, positions), run_folder(root, estimator=estimator, mode=mode,
+                                                                         positions=positions), cfg)
     ranking, _ = rank_heads(ctx, FAMILIES, k_heads=[1, 2])
     return ranking, ctx.effects
 
@@ -66,8 +68,8 @@ def single_head_outcomes(built: ka.KnownAnswer, root, *, mode: str, positions: s
     the library's outcomes and ``share_removed``: the specific gain lost as a share of the clean ``gain_specific``."""
     heads = list(all_heads(shape_of(built.model.config))) if heads is None else heads
     sets = [NamedSet(str(h), "single", 1, HeadSet([h])) for h in heads]
-    frame = ablation_losses(study_setup(built, mode), run_folder(root, mode=mode, positions=positions), sets,
-                            CONDITIONS, positions=positions)
+    frame = ablation_losses(study_setup(built, mode, positions), run_folder(root, mode=mode, positions=positions),
+                            sets, CONDITIONS)
     frame = add_outcomes(frame, CONDITIONS)
     frame["share_removed"] = frame.specific_gain_lost / (frame.clean_other - frame.clean_own)
     return frame

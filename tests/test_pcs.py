@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.intervene.ablation import head_means
+from harness.intervene.ablation import Ablation, head_means
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head, HeadSet, all_heads, top_heads
 from harness.data.tokens import encode
@@ -62,7 +62,7 @@ def test_mean_ablation_pcs_equals_brute_force(tiny_models):
     item = encode(model.tokenizer, PROMPT, TARGET)
     reference = head_means(model, ["some reference text", "another reference sentence here"])
     heads = list(all_heads(shape_of(model.config)))
-    _, deltas = head_effects(model, item, heads, mode="mean", reference=reference)
+    _, deltas = head_effects(model, item, heads, Ablation("mean", reference))
     _, want = brute_force(model, item, heads, replacement=reference.values)
     assert torch.allclose(deltas, want, atol=1e-5, rtol=0)
 

@@ -13,8 +13,10 @@ import torch
 
 from harness.models.arch import shape_of
 from harness.errors import ConfigError
+from harness.intervene.ablation import Ablation
 from harness.intervene.heads import HeadSet
 from harness.models.registry import HOSTED, REMOTE_ALIASES, hosted_config
+from harness.models.remote import LOCAL, Backend
 from harness.study.plan import Work, decoding, scoring, study_plan
 from studies import ablation_comparison, dps_decoding, pcs_ranking, pipeline, seeds, signal
 
@@ -29,6 +31,7 @@ EXTRA = {"signal": [], "pcs_ranking": RANK,
          "ablation_comparison": ["--n-random", "5", "--n-random-other", "2", "--max-new-tokens", "4",
                                  "--n-damage", "12"],
          "dps_decoding": ["--max-new-tokens", "4", "--gammas", "1.0", "--style-alphas", "1.0", "--style-layers", "1"]}
+CHECK = Backend("check")  # nnsight's serialization check (--remote local); meta_model registers the harness
 
 
 def planned(study: Any, argv: list[str], capsys: pytest.CaptureFixture) -> str:
@@ -78,7 +81,7 @@ def test_planned_block_work_is_what_ablated_losses_runs(tiny_model_dir):
         hooks = [out_proj(model._module, k).register_forward_hook(
             lambda _m, args, _o: seen.append(args[0].shape[0] * args[0].shape[1])) for k in range(shape.n_layers)]
         try:
-            ablated_losses(model, item, sets, positions=positions, batch_size=4)
+            ablated_losses(model, item, sets, Ablation(positions=positions), batch_size=4)
         finally:
             for h in hooks:
                 h.remove()
@@ -230,7 +233,7 @@ def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_p
     # run unsimulated here and are left out of the comparison
     run_locally = ablation_comparison.generate_ablated
     monkeypatch.setattr(ablation_comparison, "generate_ablated",
-                        lambda *args, **kw: run_locally(*args, **{**kw, "remote": False}))
+                        lambda *args, **kw: run_locally(*args, **{**kw, "backend": LOCAL}))
     forwards = []
     hook = load_model(tiny_model_dir)._module.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
@@ -256,10 +259,10 @@ def test_plan_counts_the_requests_a_remote_local_run_sends(tiny_model_dir, tmp_p
 def test_ablated_generation_runs_through_the_local_serialization_check(tiny_model_dir):
     from harness.generation.methods import generate_ablated
     from harness.models.registry import load_model
-    from harness.models.remote import resolve_remote
+    from harness.models.remote import choose_backend
 
     generate_ablated(load_model(tiny_model_dir), "Dear diary,", [None, HeadSet.parse("L1H2")], max_new_tokens=2,
-                     remote=resolve_remote("local"))
+                     backend=choose_backend("local"))
 
 
 # ---------------------------------------------------------------------------------------------- meta models
@@ -279,7 +282,7 @@ def char_tokenizer() -> Any:
 
 def meta_model(name: str) -> Any:
     """The weightless model an NDIF client holds for ``name`` (nnsight's meta build from the shipped config, as
-    ``load_model(..., remote=True)`` builds it from the hub's), marked dispatched so ``remote="local"`` runs request
+    ``load_model(..., backend=<ndif>)`` builds it from the hub's), marked dispatched so ``remote="local"`` runs request
     bodies on its meta tensors instead of downloading weights. Eager attention: sdpa's mask check reads a value,
     which a meta tensor does not have; the ablations act on the output projection either way."""
     from nnsight import TransformersModel
@@ -364,9 +367,9 @@ def test_signal_reference_and_attribution_requests_run_on_meta(hosted):
     shape = shape_of(hosted.config)
     item = scored_input()
     with on_meta() as sizes:
-        clean, none = ablated_losses(hosted, item, [], remote="local")  # signal: one clean loss
-        ref = head_means(hosted, [item.ids[None]], remote="local")  # the mean reference
-        _, deltas = head_attributions(hosted, item, mode="mean", reference=ref, positions="target", remote="local")
+        clean, none = ablated_losses(hosted, item, [], backend=CHECK)  # signal: one clean loss
+        ref = head_means(hosted, [item.ids[None]], backend=CHECK)  # the mean reference
+        _, deltas = head_attributions(hosted, item, ablation=Ablation("mean", ref, "target"), backend=CHECK)
     assert len(sizes) == 3 and len(none) == 0
     assert sorted(ref.values) == list(range(shape.n_layers)) and ref.values[0].shape == (shape.proj_in,)
     assert deltas.shape == (shape.n_layers, shape.n_heads)  # every head's attribution from 1 forward + 1 backward
@@ -383,8 +386,8 @@ def test_ablation_sets_request_runs_on_meta(hosted, positions):
     ref = Reference("mean", {layer: torch.zeros(shape.proj_in) for layer in range(L)}, 1)
     sets = [HeadSet.parse(s) for s in ("L0H0", f"L{L - 1}H{H - 1}", f"L{L // 2}H0-{H - 1}")]
     with on_meta() as sizes:  # three sets, two rows a batch: the prompt, the clean run and two batches, one request
-        _, losses = ablated_losses(hosted, scored_input(), sets, mode="mean", reference=ref, positions=positions,
-                                   batch_size=2, remote="local")
+        _, losses = ablated_losses(hosted, scored_input(), sets, ablation=Ablation("mean", ref, positions),
+                                   batch_size=2, backend=CHECK)
     assert losses.shape == (3,) and len(sizes) == 1
 
 
@@ -400,16 +403,16 @@ def test_dps_step_runs_on_meta_and_whole_decodes_serialize(hosted):
     ids = torch.arange(2, 14)[None].expand(2, -1)  # [full; masked] rows of one prompt
     mask, pos = torch.ones_like(ids), torch.arange(12)[None].expand(2, -1)
     with on_meta() as sizes:  # one DPS step: both branches in one forward, the masked row ablated from index 11 on
-        with hosted.session(remote="local"):
-            logits, _ = forward_step(hosted, ids, mask, pos, heads=[None, heads], ablation_mode="mean",
-                                     reference=ref, ablate_from=11)
+        with hosted.session(remote=CHECK.remote):
+            logits, _ = forward_step(hosted, ids, mask, pos, heads=[None, heads], ablation=Ablation("mean", ref),
+                                     ablate_from=11)
             step = nnsight.save(logits)
     assert step.shape == (2, hosted.config.vocab_size) and len(sizes) == 1
     # A whole decode stops on a value (every row done), which a meta tensor does not have: serialized only.
     with on_meta(execute=False) as sizes, pytest.raises(Serialized):
-        decode(hosted, ["Dear diary, today I"], heads=heads, max_new_tokens=4, ablation_mode="mean", reference=ref,
-               ablate_positions="target", remote="local")
+        decode(hosted, ["Dear diary, today I"], heads=heads, max_new_tokens=4, ablation=Ablation("mean", ref, "target"),
+               backend=CHECK)
     with on_meta(execute=False), pytest.raises(Serialized):
-        generate_ablated(hosted, "Dear diary, today I", [None, heads], max_new_tokens=4, mode="mean",
-                         reference=ref, remote="local")
+        generate_ablated(hosted, "Dear diary, today I", [None, heads], max_new_tokens=4, ablation=Ablation("mean", ref),
+                         backend=CHECK)
     assert len(sizes) == 1

@@ -22,10 +22,13 @@ from nnsight.intervention.backends.remote import RemoteError
 from nnsight.schema.config import CONFIG
 
 from harness.models.remote import (
+    LOCAL,
+    Backend,
     JobCount,
     RemoteSetupError,
     RemoteUnavailableError,
     check_deployed,
+    choose_backend,
     is_transient,
     register_harness,
     remote_job_counter,
@@ -289,6 +292,63 @@ def test_resolve_remote_refuses_an_unsafe_host_url_from_the_option_or_ndif_host(
     with pytest.raises(RemoteSetupError, match=r"^\$NDIF_HOST "):
         resolve_remote(True)
     assert CONFIG.API.HOST == host and "secret" not in str(err.value)  # nothing was set, no password repeated
+
+
+@pytest.mark.parametrize("value, kind, remote, runs_here", [
+    ("false", "local", False, True), (False, "local", False, True), ("local", "check", "local", True),
+    ("http://127.0.0.1:5999", "ndif", "http://127.0.0.1:5999", False)])
+def test_the_backend_a_remote_value_names_carries_nnsights_remote_value(value, kind, remote, runs_here):
+    backend = choose_backend(value)
+    assert (backend.kind, backend.remote, backend.runs_here) == (kind, remote, runs_here)
+    assert resolve_remote(value) == backend.remote and (backend is LOCAL) == (kind == "local")
+
+
+def test_an_ndif_backend_needs_its_host_and_only_it_has_one():
+    for kind, host in (("ndif", None), ("local", "http://127.0.0.1:5999"), ("somewhere", None)):
+        with pytest.raises(RemoteSetupError):
+            Backend(kind, host)
+
+
+def test_only_an_ndif_backend_retries_a_unit_of_work():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.ConnectError("refused")
+        return "done"
+
+    with pytest.raises(httpx.ConnectError):
+        Backend("check").call(flaky, what="unit")
+    assert Backend("ndif", "http://127.0.0.1:9").call(flaky, what="unit") == "done" and len(calls) == 2
+
+
+def test_a_study_chooses_its_backend_once_and_every_trace_gets_that_one(tiny_model_dir, tmp_path, monkeypatch):
+    """``start`` chooses the backend from ``--remote`` once; the setup carries it to every function that opens a
+    trace (here the signal study's framing generations and clean losses, through nnsight's serialization check)."""
+    from harness.study import experiment, signal as signal_module
+    from studies import signal
+
+    chosen, seen = [], []
+
+    def choose_once(value):
+        chosen.append(choose_backend(value))
+        return chosen[-1]
+
+    def recording(fn):
+        def wrapper(*args, backend, **kwargs):
+            seen.append(backend)
+            return fn(*args, backend=backend, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(experiment, "choose_backend", choose_once)
+    monkeypatch.setattr(experiment, "generate", recording(experiment.generate))
+    monkeypatch.setattr(signal_module, "token_nlls", recording(signal_module.token_nlls))
+    signal.main(["--preset", "quick", "--model", tiny_model_dir, "--data", "conventions2012", "--profile-docs", "any",
+                 "--n", "6", "--results", str(tmp_path), "--max-prompt-tokens", "96", "--max-target-tokens", "8",
+                 "--n-boot", "50", "--remote", "local"])
+    assert len(chosen) == 1 and chosen[0].kind == "check"
+    assert len(seen) > 2 and all(backend is chosen[0] for backend in seen)
 
 
 def test_resolve_remote_rejects_unknown_value():

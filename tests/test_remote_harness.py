@@ -14,11 +14,11 @@ import nnsight
 import pytest
 import torch
 
-from harness.intervene.ablation import ablate, ablate_generation, capture, head_means
+from harness.intervene.ablation import Ablation, ablate, ablate_generation, capture, head_means
 from harness.intervene.heads import Head, HeadSet
 from harness.data.tokens import encode
 from harness.intervene.pcs import head_attributions, head_effects
-from harness.models.remote import remote_job_counter
+from harness.models.remote import LOCAL, remote_job_counter
 from ndif_service import missing_requirements
 
 MISSING = missing_requirements()
@@ -73,16 +73,16 @@ def test_per_row_head_sets_remote_equal_local_and_leave_empty_rows_clean(client,
 
 
 @pytest.mark.parametrize("mode", ["mean", "resample"])
-def test_reference_built_remotely_equals_local_and_ablates_the_same(client, local, remote, mode):
-    def reference(model, remote):
+def test_reference_built_remotely_equals_local_and_ablates_the_same(client, local, remote, backend, mode):
+    def reference(model, backend):
         if mode == "mean":
-            return head_means(model, REFERENCE_PROMPTS, remote=remote)
-        return capture(model, REFERENCE_PROMPTS[0], remote=remote)
+            return head_means(model, REFERENCE_PROMPTS, backend=backend)
+        return capture(model, REFERENCE_PROMPTS[0], backend=backend)
 
     with remote_job_counter() as count:
-        got = reference(client, remote)
+        got = reference(client, backend)
     assert count.requests == 1, f"{mode} reference over {len(REFERENCE_PROMPTS)} prompts should be one session"
-    want = reference(local, False)
+    want = reference(local, LOCAL)
     assert got.n_tokens == want.n_tokens > 0
     assert got.values.keys() == want.values.keys()
     for layer in want.values:
@@ -93,11 +93,11 @@ def test_reference_built_remotely_equals_local_and_ablates_the_same(client, loca
 
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])
-def test_head_effects_remote_equal_local_in_one_request(client, local, remote, ndif_stack, item, reuse_prefix):
+def test_head_effects_remote_equal_local_in_one_request(client, local, backend, ndif_stack, item, reuse_prefix):
     before = ndif_stack.executed_jobs()
     with remote_job_counter() as count:
         clean, deltas = head_effects(client, item, SCORED_HEADS, batch_size=2, reuse_prefix=reuse_prefix,
-                                     remote=remote)
+                                     backend=backend)
     assert count.requests == 1, "clean trace + every chunk of heads should travel as one session"
     assert ndif_stack.executed_jobs() - before == 1
     want_clean, want = head_effects(local, item, SCORED_HEADS, batch_size=2, reuse_prefix=reuse_prefix)
@@ -107,18 +107,19 @@ def test_head_effects_remote_equal_local_in_one_request(client, local, remote, n
 
 
 @pytest.mark.parametrize("mode", ["zero", "mean"])
-def test_head_attributions_remote_equal_local(client, local, remote, item, mode):
+def test_head_attributions_remote_equal_local(client, local, backend, item, mode):
     reference = head_means(local, REFERENCE_PROMPTS) if mode == "mean" else None
     with remote_job_counter() as count:
-        clean, deltas = head_attributions(client, item, mode=mode, reference=reference, remote=remote)
+        clean, deltas = head_attributions(client, item, ablation=Ablation(mode, reference), backend=backend)
     assert count.requests == 1
-    want_clean, want = head_attributions(local, item, mode=mode, reference=reference)
+    want_clean, want = head_attributions(local, item, ablation=Ablation(mode, reference))
     assert clean == pytest.approx(want_clean, rel=1e-5)
     torch.testing.assert_close(deltas, want)
     assert deltas.shape == (2, 4) and deltas.abs().sum() > 0
 
 
-def generated(model, heads, remote, steps: int = 3, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def generated(model, heads, remote, steps: int = 3,
+              ablation: Ablation = Ablation()) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step last-token logits and greedy tokens with `heads` ablated by ablate_generation.
 
     Nothing runs after an open step loop in its invoke (NDIF's rule), so the step logits and
@@ -127,7 +128,7 @@ def generated(model, heads, remote, steps: int = 3, **kwargs) -> tuple[torch.Ten
     with model.generate(max_new_tokens=steps, do_sample=False, remote=remote) as tracer:
         with tracer.invoke(PROMPT):
             if heads is not None:
-                ablate_generation(model, tracer, heads, **kwargs)
+                ablate_generation(model, tracer, heads, ablation)
         with tracer.invoke():
             step_logits = nnsight.save(list())
             for _ in tracer.all():
@@ -138,30 +139,30 @@ def generated(model, heads, remote, steps: int = 3, **kwargs) -> tuple[torch.Ten
 
 
 @pytest.mark.filterwarnings("ignore:.*was never reached")  # the open step loops end this way
-@pytest.mark.parametrize("generated_only", [False, True])
-def test_ablate_generation_remote_equals_local(client, local, remote, generated_only):
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_ablate_generation_remote_equals_local(client, local, remote, positions):
     with remote_job_counter() as count:
-        got_logits, got_tokens = generated(client, HEADS, remote, generated_only=generated_only)
+        got_logits, got_tokens = generated(client, HEADS, remote, ablation=Ablation(positions=positions))
     assert count.requests == 1
-    want_logits, want_tokens = generated(local, HEADS, False, generated_only=generated_only)
+    want_logits, want_tokens = generated(local, HEADS, False, ablation=Ablation(positions=positions))
     torch.testing.assert_close(got_logits, want_logits)
     assert torch.equal(got_tokens, want_tokens)
     clean_logits, _ = generated(local, None, False)
     assert got_logits.shape == clean_logits.shape == (3, len(local.tokenizer))
-    # generated_only leaves the prompt pass (step 0) clean; every ablated step differs from the clean run.
-    if generated_only:
+    # generated positions leave the prompt pass (step 0) clean; every ablated step differs from the clean run.
+    if positions == "generated":
         torch.testing.assert_close(got_logits[0], clean_logits[0])
-    for step in range(1 if generated_only else 0, 3):
+    for step in range(1 if positions == "generated" else 0, 3):
         assert not torch.allclose(got_logits[step], clean_logits[step]), f"step {step} was not ablated"
 
 
-def test_ablation_study_step_remote_equals_local_in_one_request(client, local, remote, item):
+def test_ablation_study_step_remote_equals_local_in_one_request(client, local, backend, item):
     """The ablation study's unit of work: many multi-layer head sets scored on one input, one session."""
     from harness.intervene.pcs import ablated_losses
 
     sets = [HeadSet.parse("L0H1,L1H2"), HeadSet.parse("L1H0-3"), HeadSet(), HeadSet.parse("L0H0-3")]
     with remote_job_counter() as count:
-        clean, losses = ablated_losses(client, item, sets, batch_size=3, remote=remote)
+        clean, losses = ablated_losses(client, item, sets, batch_size=3, backend=backend)
     assert count.requests == 1
     want_clean, want = ablated_losses(local, item, sets, batch_size=3)
     assert clean == pytest.approx(want_clean, rel=1e-5)
@@ -169,13 +170,13 @@ def test_ablation_study_step_remote_equals_local_in_one_request(client, local, r
     assert losses[2] == pytest.approx(clean, rel=1e-5)  # the empty set is the clean model
 
 
-def test_dps_decoding_remote_equals_local(client, local, remote):
+def test_dps_decoding_remote_equals_local(client, local, backend):
     """DPS: both branches in one batched forward per step, the whole loop one session remotely."""
     from harness.generation.decoding import Contrast, decode
 
     kwargs = dict(heads=HEADS, contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=4, record_delta=3)
     with remote_job_counter() as count:
-        got = decode(client, [PROMPT, REFERENCE_PROMPTS[0]], remote=remote, **kwargs)
+        got = decode(client, [PROMPT, REFERENCE_PROMPTS[0]], backend=backend, **kwargs)
     assert count.requests == 1
     want = decode(local, [PROMPT, REFERENCE_PROMPTS[0]], **kwargs)
     assert got.token_ids == want.token_ids

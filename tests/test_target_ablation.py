@@ -14,11 +14,11 @@ import warnings
 import pytest
 import torch
 
-from harness.intervene.ablation import capture, head_means
+from harness.intervene.ablation import Ablation, capture, head_means
 from harness.models.arch import shape_of
 from harness.intervene.heads import Head, HeadSet
 from harness.data.tokens import TokenizedInput, encode
-from harness.intervene.pcs import ablated_losses, head_effects, target_nll
+from harness.intervene.pcs import ablated_losses, head_attributions, head_effects, target_nll
 from harness.intervene.prompt_cache import batch_cache, continuation, window_reference
 from reference_hooks import hooked_ablation
 
@@ -111,10 +111,13 @@ def test_window_reference_cuts_a_resample_source_to_the_scored_positions(familie
     assert window_reference(means, slice(3, 9), 10) is means
 
 
-def test_unknown_positions_are_an_error(families):
+def test_scoring_refuses_generated_positions_naming_them(families):
     item = encode(families["llama"].tokenizer, TASK, TARGET)
-    with pytest.raises(ValueError, match="positions"):
-        ablated_losses(families["llama"], item, [HeadSet.parse("L0H0")], positions="prompt")
+    for score in (ablated_losses, head_effects, head_attributions):
+        with pytest.raises(ValueError, match=f"{score.__name__} cannot ablate at positions 'generated'.*all, target, "
+                                             "profile"):
+            score(families["llama"], item, ablation=Ablation(positions="generated"), **(
+                {"sets": [HeadSet.parse("L0H0")]} if score is ablated_losses else {}))
 
 
 # ------------------------------------------------------------------------------------------ equality
@@ -127,13 +130,13 @@ def test_cached_prompt_losses_equal_a_full_reforward_ablating_target_positions(f
     sets = random_sets(model, 16, seed=batch_size) + [HeadSet()]
     for name, prompt in VARIANTS.items():
         item = encode(model.tokenizer, prompt, TARGET)
-        clean, got = ablated_losses(model, item, sets, positions="target", batch_size=batch_size)
-        want_clean, want = ablated_losses(model, item, sets, positions="target", batch_size=batch_size,
+        clean, got = ablated_losses(model, item, sets, Ablation(positions="target"), batch_size=batch_size)
+        want_clean, want = ablated_losses(model, item, sets, Ablation(positions="target"), batch_size=batch_size,
                                           reuse_prompt=False)
         assert clean == pytest.approx(want_clean, abs=1e-5), name
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"{family}, {name} prompt")
         assert got[-1] == pytest.approx(clean, abs=1e-5), "the empty set is the clean model"
-        _, everywhere = ablated_losses(model, item, sets, positions="all", batch_size=batch_size)
+        _, everywhere = ablated_losses(model, item, sets, Ablation(positions="all"), batch_size=batch_size)
         assert (everywhere - got).abs().max() > 1e-4, "target positions only must differ from every position"
 
 
@@ -145,8 +148,8 @@ def test_cached_prompt_mean_and_resample_ablation_equal_a_full_reforward(familie
     reference = head_means(model, [OTHER, source]) if mode == "mean" else capture(model, source)
     item = encode(model.tokenizer, VARIANTS["own"], TARGET)
     sets = random_sets(model, 7, seed=3)
-    _, got = ablated_losses(model, item, sets, mode=mode, reference=reference, positions="target", batch_size=4)
-    _, want = ablated_losses(model, item, sets, mode=mode, reference=reference, positions="target",
+    _, got = ablated_losses(model, item, sets, Ablation(mode, reference, "target"), batch_size=4)
+    _, want = ablated_losses(model, item, sets, Ablation(mode, reference, "target"),
                              reuse_prompt=False, batch_size=4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
@@ -156,10 +159,10 @@ def test_target_position_losses_equal_a_plain_pre_hook_at_target_positions(famil
     model = families[family]
     item = encode(model.tokenizer, VARIANTS["other"], TARGET)
     sets = random_sets(model, 7, seed=5)
-    _, got = ablated_losses(model, item, sets, positions="target")
+    _, got = ablated_losses(model, item, sets, Ablation(positions="target"))
     torch.testing.assert_close(got, hooked_losses(model, item, sets), atol=1e-5, rtol=0)
     means = head_means(model, [PROFILE, OTHER])
-    _, got = ablated_losses(model, item, sets, mode="mean", reference=means, positions="target")
+    _, got = ablated_losses(model, item, sets, Ablation("mean", means, "target"))
     torch.testing.assert_close(got, hooked_losses(model, item, sets, means.values), atol=1e-5, rtol=0)
 
 
@@ -171,8 +174,8 @@ def test_per_token_losses_are_the_gold_tokens_nlls_whose_means_are_the_losses(fa
     model = families[family]
     item = encode(model.tokenizer, VARIANTS["own"], TARGET)
     sets = random_sets(model, 7, seed=3) + [HeadSet()]
-    clean, losses = ablated_losses(model, item, sets, positions=positions, batch_size=3)
-    clean_t, losses_t = ablated_losses(model, item, sets, positions=positions, batch_size=3, per_token=True)
+    clean, losses = ablated_losses(model, item, sets, Ablation(positions=positions), batch_size=3)
+    clean_t, losses_t = ablated_losses(model, item, sets, Ablation(positions=positions), batch_size=3, per_token=True)
     assert clean_t.shape == (item.n_target,) and losses_t.shape == (len(sets), item.n_target)
     torch.testing.assert_close(clean_t, token_nlls(model, item), atol=1e-5, rtol=0)
     torch.testing.assert_close(losses_t.mean(-1), losses, atol=1e-6, rtol=0)
@@ -202,23 +205,23 @@ def test_profile_positions_ablate_the_profile_block_only_and_equal_a_pre_hook(fa
     sets = random_sets(model, 7, seed=9)
     means = head_means(model, [PROFILE, OTHER])
     for mode, ref in (("zero", None), ("mean", means)):
-        _, got = ablated_losses(model, item, sets, mode=mode, reference=ref, positions="profile", batch_size=4)
+        _, got = ablated_losses(model, item, sets, Ablation(mode, ref, "profile"), batch_size=4)
         want = hooked_losses(model, item, sets, None if ref is None else ref.values, positions=slice(start, stop))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=mode)
-    _, target = ablated_losses(model, item, sets, positions="target")
+    _, target = ablated_losses(model, item, sets, Ablation(positions="target"))
     assert (got - target).abs().max() > 1e-4, "profile positions are not the target positions"
     # a prompt without a profile has nothing to ablate: every set leaves the clean loss, every attribution is 0
     bare = encode(model.tokenizer, VARIANTS["none"], TARGET)
-    clean, losses = ablated_losses(model, bare, sets, positions="profile")
+    clean, losses = ablated_losses(model, bare, sets, Ablation(positions="profile"))
     assert torch.equal(losses, torch.full_like(losses, clean))
-    assert torch.count_nonzero(head_attributions(model, bare, positions="profile")[1]) == 0
-    assert torch.count_nonzero(head_attributions(model, item, positions="profile")[1]) > 0
+    assert torch.count_nonzero(head_attributions(model, bare, ablation=Ablation(positions="profile"))[1]) == 0
+    assert torch.count_nonzero(head_attributions(model, item, ablation=Ablation(positions="profile"))[1]) > 0
 
 
 def test_target_position_pcs_equals_a_per_head_hook_loop(families):
     model = families["gemma3_window"]
     item = encode(model.tokenizer, VARIANTS["own"], TARGET)
-    clean, deltas = head_effects(model, item, positions="target")
+    clean, deltas = head_effects(model, item, ablation=Ablation(positions="target"))
     heads = [HeadSet([h]) for h in HeadSet.parse("L0-2H0-3")]
     torch.testing.assert_close(deltas, hooked_losses(model, item, heads) - clean, atol=1e-5, rtol=0)
 
@@ -231,8 +234,9 @@ def test_smollm2_cached_prompt_losses_equal_full_reforward_and_hooks(smollm):
     sets = random_sets(smollm, 7, seed=11)
     for name, prompt in VARIANTS.items():
         item = encode(smollm.tokenizer, prompt * (4 if name != "none" else 1), TARGET)
-        clean, got = ablated_losses(smollm, item, sets, positions="target", batch_size=4)
-        want_clean, want = ablated_losses(smollm, item, sets, positions="target", reuse_prompt=False, batch_size=4)
+        clean, got = ablated_losses(smollm, item, sets, Ablation(positions="target"), batch_size=4)
+        want_clean, want = ablated_losses(smollm, item, sets, Ablation(positions="target"), reuse_prompt=False,
+                                          batch_size=4)
         assert clean == pytest.approx(want_clean, abs=1e-5)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=name)
     torch.testing.assert_close(got, hooked_losses(smollm, item, sets), atol=1e-5, rtol=0)
@@ -245,8 +249,9 @@ def test_gemma3_270m_cached_prompt_sees_the_same_sliding_window_keys_as_a_full_f
     item = encode(tok, prompt, TARGET)
     assert item.target_positions.start > 512 + item.n_target, "the prompt must be longer than Gemma-3's window"
     sets = random_sets(gemma3, 7, seed=13)
-    clean, got = ablated_losses(gemma3, item, sets, positions="target", batch_size=7)
-    want_clean, want = ablated_losses(gemma3, item, sets, positions="target", reuse_prompt=False, batch_size=7)
+    clean, got = ablated_losses(gemma3, item, sets, Ablation(positions="target"), batch_size=7)
+    want_clean, want = ablated_losses(gemma3, item, sets, Ablation(positions="target"), reuse_prompt=False,
+                                      batch_size=7)
     assert clean == pytest.approx(want_clean, abs=1e-5)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(got[:3], hooked_losses(gemma3, item, sets[:3]), atol=1e-5, rtol=0)
@@ -260,7 +265,7 @@ def test_prompt_once_dps_on_a_sliding_window_model_equals_decoding_each_branch(f
     means = head_means(model, [OTHER])
     for mode, reference in [("zero", None), ("mean", means)]:
         kw = dict(heads=HeadSet.parse("L0H1,L1H2,L2H0"), contrast=Contrast(gamma=2.0, alpha=0.0), max_new_tokens=6,
-                  stop_token_ids=[], ablate_positions="target", ablation_mode=mode, reference=reference)
+                  stop_token_ids=[], ablation=Ablation(mode, reference, "target"))
         once = decode(model, prompts, **kw)
         assert once.token_ids == decode(model, prompts, fused=False, **kw).token_ids, mode
         assert once.token_ids == decode(model, prompts, use_cache=False, **kw).token_ids, mode
@@ -288,7 +293,7 @@ def test_target_attribution_matches_finite_difference_at_target_positions(tiny_l
     model = tiny_llama64
     item = encode(model.tokenizer, VARIANTS["own"], TARGET)
     d, eps, ids, at = shape_of(model.config).head_dim, 1e-2, item.ids[None], item.target_positions
-    _, est = head_attributions(model, item, positions="target")
+    _, est = head_attributions(model, item, ablation=Ablation(positions="target"))
     _, everywhere = head_attributions(model, item)
 
     def loss_with_head_scaled(h: Head, factor: float) -> torch.Tensor:
@@ -319,9 +324,9 @@ def test_attribution_ranks_heads_like_target_position_exact_pcs(smollm):
     from harness.intervene.pcs import head_attributions
 
     item = encode(smollm.tokenizer, VARIANTS["own"] + " " + VARIANTS["other"], TARGET)
-    _, exact = head_effects(smollm, item, positions="target")
+    _, exact = head_effects(smollm, item, ablation=Ablation(positions="target"))
     _, everywhere = head_attributions(smollm, item)
-    _, target = head_attributions(smollm, item, positions="target")
+    _, target = head_attributions(smollm, item, ablation=Ablation(positions="target"))
     rho_all = spearmanr(everywhere.flatten(), exact).statistic
     rho_target = spearmanr(target.flatten(), exact).statistic
     print(f"Spearman vs target-position exact PCS: all-position AtP {rho_all:.3f}, target AtP {rho_target:.3f}")

@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import torch
 
 
-POSITIONS = ("all", "target", "profile")
+# The ablation positions (``harness.intervene.ablation.POSITIONS``) a scored input resolves: it has no generated tokens.
+SCORED_POSITIONS = ("all", "target", "profile")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class TokenizedInput:
     def positions(self, where: str) -> slice | None:
         """Where an ablation acts: None (``"all"``: every position), the target positions, or the profile block's
         tokens (``"profile"``; an empty slice for a prompt without a profile, so nothing is ablated)."""
-        if where not in POSITIONS:
-            raise ValueError(f"positions {where!r}: choose one of {', '.join(POSITIONS)}")
+        if where not in SCORED_POSITIONS:
+            raise ValueError(f"a scored input cannot be ablated at positions {where!r}: it supports "
+                             f"{', '.join(SCORED_POSITIONS)}")
         return {"all": None, "target": self.target_positions, "profile": slice(*self.profile)}[where]
 
 

@@ -1,14 +1,15 @@
 """Contrastive decoding with one batched two-branch forward per step: DPS (preference heads ablated) and CAD.
 
-At every step ``scores = (1 + γ_t)·ℓ_full − γ_t·ℓ_masked`` over the tokens the full branch finds plausible
-(``p_full ≥ α·max p_full``, others −inf). For DPS the masked branch is the same prompt with a head set ablated at
-every position (``ablate_positions="all"``) or only where it predicts generated tokens (``"target"``: the last prompt
-token on; ``"generated"``: the generated tokens only); for CAD it is the prompt without the profile. Both branches
-keep their own KV cache and run as one forward of ``2 × prompts`` rows ``[full..., masked...]``;
-``harness.intervene.ablation.ablate`` edits only the masked rows. When the ablation spares the prompt, the masked branch's
-prompt KV equals the full branch's: the prompt runs once and its cache is duplicated for the masked rows
-(``harness.intervene.prompt_cache``). The whole loop is one ``model.session(remote=...)``, so remotely it is one request.
-With no second branch the same loop is plain greedy / sampled decoding (the baselines and StyleVector use it).
+At every step ``scores = (1 + γ_t)·ℓ_full − γ_t·ℓ_masked`` over the tokens the full branch finds plausible (``p_full ≥
+α·max p_full``, others −inf). For DPS the masked branch is the same prompt with a head set ablated under an
+``Ablation(mode, reference, positions)`` at every position (``positions="all"``) or only where it predicts generated
+tokens (``"target"``: the last prompt token on; ``"generated"``: the generated tokens only); for CAD it is the prompt
+without the profile. Both branches keep their own KV cache and run as one forward of ``2 × prompts`` rows ``[full...,
+masked...]``; ``harness.intervene.ablation.ablate`` edits only the masked rows. When the ablation spares the prompt, the
+masked branch's prompt KV equals the full branch's: the prompt runs once and its cache is duplicated for the masked rows
+(``harness.intervene.prompt_cache``). The whole loop is one ``model.session`` on the caller's ``Backend``, so remotely
+it is one request. With no second branch the same loop is plain greedy / sampled decoding (the baselines and StyleVector
+use it).
 
 Usage::
 
@@ -27,14 +28,15 @@ from typing import Any, Sequence
 import nnsight
 import torch
 
-from ..intervene.ablation import ablate
+from ..intervene.ablation import Ablation, ablate
 from ..models.arch import block as decoder_block
 from ..intervene.heads import HeadSet
 from ..intervene.prompt_cache import batch_cache
+from ..models.remote import LOCAL, Backend
 
 SPACES = ("logits", "logprobs")
 SCHEDULES = ("constant", "entropy")
-ABLATE_POSITIONS = ("all", "target", "generated")
+DECODING_POSITIONS = ("all", "target", "generated")  # the ablation positions decoding supports
 
 
 @dataclass(frozen=True)
@@ -198,21 +200,20 @@ def stop_ids(model: Any, extra: Sequence[int] = ()) -> list[int]:
 def forward_step(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *,
                  cache: Any = None, heads: Sequence[HeadSet | str | None] | None = None,
                  steering: Steering | None = None, steer_from: int = 0, use_cache: bool = True,
-                 ablation_mode: str = "zero", reference: Any = None,
-                 ablate_from: int = 0) -> tuple[torch.Tensor, Any]:
+                 ablation: Ablation = Ablation(), ablate_from: int = 0) -> tuple[torch.Tensor, Any]:
     """One traced forward of a batch: last-position logits ``[rows, V]`` and the updated KV cache.
 
-    ``heads``: one head set (or None) per row, ablated from sequence index ``ablate_from`` of this forward's input on
-    (0: every position). ``steering`` is added from index ``steer_from`` on. Works in or outside a session, locally
-    or remotely.
+    ``heads``: one head set (or None) per row, ablated with ``ablation``'s mode and reference from sequence index
+    ``ablate_from`` of this forward's input on (0: every position; ``decode`` resolves the design's positions to it).
+    ``steering`` is added from index ``steer_from`` on. Works in or outside a session, locally or remotely.
     """
     new_cache = None  # a trace hands back only saved names
     ablating = heads is not None and any(h is not None for h in heads) and ablate_from < input_ids.shape[1]
     with model.trace(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                      use_cache=use_cache, logits_to_keep=1):
         if ablating:
-            ablate(model, list(heads), mode=ablation_mode, reference=reference,
-                   positions=slice(ablate_from, None) if ablate_from else None)
+            ablate(model, list(heads), mode=ablation.mode, reference=ablation.reference,
+                   at=slice(ablate_from, None) if ablate_from else None)
         if steering is not None:
             block = decoder_block(model, steering.layer)
             h = block.output
@@ -230,15 +231,15 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
            heads: HeadSet | str | None = None, contrast: Contrast | None = None,
            sampling: Sampling = Sampling(), max_new_tokens: int = 64, stop_token_ids: Sequence[int] = (),
            steering: Steering | None = None, use_cache: bool = True, fused: bool = True, record_delta: int = 0,
-           ablation_mode: str = "zero", reference: Any = None, ablate_positions: str = "all",
-           remote: bool | str = False) -> Decoded:
+           ablation: Ablation = Ablation(), backend: Backend = LOCAL) -> Decoded:
     """Decode ``prompts``; with ``heads`` (DPS) or ``second`` (CAD prompts) contrast a masked branch.
 
-    ``heads``: ablated in the masked branch (same prompts unless ``second`` is given) at the ``ablate_positions``:
-    ``"all"`` (every position), ``"target"`` (the positions that predict generated tokens: the last prompt token and
-    each generated one, as PCS's target positions predict the gold tokens) or ``"generated"`` (generated tokens only,
-    so the first token is the full branch's). With ``"target"`` / ``"generated"`` the prompt but its last token runs
-    once for both branches (fused and cached decoding; ``fused=False`` runs it per branch, the reference).
+    ``heads``: ablated in the masked branch (same prompts unless ``second`` is given) under ``ablation`` (mode and
+    reference) at its ``positions``: ``"all"`` (every position), ``"target"`` (the positions that predict generated
+    tokens: the last prompt token and each generated one, as PCS's target positions predict the gold tokens) or
+    ``"generated"`` (generated tokens only, so the first token is the full branch's); ``"profile"`` is refused. With
+    ``"target"`` / ``"generated"`` the prompt but its last token runs once for both branches (fused and cached decoding;
+    ``fused=False`` runs it per branch, the reference).
     ``contrast``: defaults to ``Contrast()`` when there is a second branch; ignored without one.
     ``use_cache=False`` re-runs the whole sequence each step (the reference the cache is tested against).
     ``fused=False`` runs the two branches as two forwards per step, each with its own cache (benchmark baseline).
@@ -256,10 +257,9 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
                          f"(got {tuple(steering.vectors.shape)} for {n} prompts{extra})")
     if record_delta and not two:
         raise ValueError("record_delta needs a second branch (heads or second prompts)")
-    if ablate_positions not in ABLATE_POSITIONS:
-        raise ValueError(f"ablate_positions {ablate_positions!r}: choose one of {', '.join(ABLATE_POSITIONS)}")
-    if ablate_positions != "all" and heads is None:
-        raise ValueError(f"ablate_positions={ablate_positions!r} needs heads to ablate")
+    ablation.supported("decode", DECODING_POSITIONS)
+    if ablation.positions != "all" and heads is None:
+        raise ValueError(f"ablation positions {ablation.positions!r} need heads to ablate")
     contrast = contrast or Contrast()
     texts = list(prompts) + (list(second if second is not None else prompts) if two else [])
     ids, mask = encode(model.tokenizer, texts)
@@ -269,14 +269,14 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
     stops = torch.tensor(stop_ids(model, stop_token_ids))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(stops[0])
     prompt_len = ids.shape[1]
-    first_ablated = {"all": 0, "target": prompt_len - 1, "generated": prompt_len}[ablate_positions]  # sequence index
+    first_ablated = {"all": 0, "target": prompt_len - 1, "generated": prompt_len}[ablation.positions]  # sequence index
     # resample ablation reads its source by absolute position, which a one-token step over the last prompt token
     # does not see (it takes the source mean): keep the shortcut to modes it cannot change
     share_prompt = (two and second is None and first_ablated > 0 and prompt_len > 1 and use_cache and fused
-                    and ablation_mode != "resample")
+                    and ablation.mode != "resample")
     k = int(record_delta)
 
-    with model.session(remote=remote):
+    with model.session(remote=backend.remote):
         generator = torch.Generator().manual_seed(sampling.seed) if sampling.do_sample else None
         caches = [None for _ in groups]
         seq, feed = ids, ids
@@ -296,8 +296,7 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
                 part, caches[g] = forward_step(model, feed[lo:hi], mask[lo:hi], pos[lo:hi, -feed.shape[1]:],
                                                cache=caches[g], heads=row_heads[lo:hi] if row_heads else None,
                                                steering=steering, steer_from=steer_from, use_cache=use_cache,
-                                               ablation_mode=ablation_mode, reference=reference,
-                                               ablate_from=ablate_from)
+                                               ablation=ablation, ablate_from=ablate_from)
                 parts.append(part)
             logits = torch.cat(parts).float().cpu()
             if two:
@@ -355,12 +354,12 @@ class TokenDelta:
 
 def delta_logits_report(model: Any, prompt: str, heads: HeadSet | str | None = None, *, second: str | None = None,
                         k: int = 5, max_new_tokens: int = 20, contrast: Contrast = Contrast(),
-                        sampling: Sampling = Sampling(), remote: bool | str = False) -> list[TokenDelta]:
+                        sampling: Sampling = Sampling(), backend: Backend = LOCAL) -> list[TokenDelta]:
     """Decode one prompt with DPS (or CAD via ``second``) and say, per token, what the head set pushed up and down."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     out = decode(model, [prompt], second=[second] if second is not None else None, heads=heads, contrast=contrast,
-                 sampling=sampling, max_new_tokens=max_new_tokens, record_delta=k, remote=remote)
+                 sampling=sampling, max_new_tokens=max_new_tokens, record_delta=k, backend=backend)
     tok = model.tokenizer
     top = out.delta_top
     report = []

@@ -424,7 +424,7 @@ def judge_generations(setup: Any, judge: str, judge_model: str, examples: Sequen
         chat = [setup.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                     add_generation_prompt=True) for p in prompts]
         return [t for i in range(0, len(chat), 8)
-                for t in decode(setup.model, chat[i:i + 8], max_new_tokens=8, remote=setup.remote).texts]
+                for t in decode(setup.model, chat[i:i + 8], max_new_tokens=8, backend=setup.backend).texts]
 
     backend = OpenAIChatBackend(judge_model) if judge == "openai" else CallableBackend(local, name="local model")
     items = [{"profile": "\n".join(p[:3]), "input": e.input, "output_a": x, "output_b": y,

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..data import Example, Prompt, build_prompt
-from .decoding import Contrast, Sampling, decode
+from .decoding import DECODING_POSITIONS, Contrast, Sampling, decode
+from ..intervene.ablation import GENERATION_POSITIONS, Ablation, ablate_generation
 from ..intervene.heads import HeadSet
+from ..models.remote import LOCAL, Backend
 from .steering import StyleVectors, steering_for
 
 GENERATIONS = ("no_profile", "profile", "rag", "cad", "stylevector", "dps")
@@ -39,9 +41,7 @@ class Generation:
     style: StyleVectors | None = None  # stylevector
     alpha: float = 1.0  # stylevector scale
     k_profile: int = 4  # profile items retrieved for rag / cad / dps prompts
-    ablation_mode: str = "zero"  # dps: what replaces the heads' slices in the masked branch (zero / mean)
-    ablate_positions: str = "all"  # dps: where (all / target: from the last prompt token on / generated)
-    reference: Any = field(default=None, compare=False, repr=False)  # dps with mean ablation: harness.intervene.ablation.Reference
+    ablation: Ablation = Ablation()  # dps: how the masked branch ablates the heads (positions all / target / generated)
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -53,6 +53,8 @@ class Generation:
             raise ValueError("method stylevector needs fitted style vectors (style=fit_style_vectors(...)[layer])")
         if self.k_profile < 1:
             raise ValueError(f"k_profile must be >= 1, got {self.k_profile}")
+        if self.kind == "dps":
+            self.ablation.supported("method dps", DECODING_POSITIONS)
 
     @property
     def name(self) -> str:
@@ -65,7 +67,8 @@ class Generation:
     def key(self) -> str:
         """Everything that determines this method's texts (its checkpoint key), not just its table name."""
         style = f"style@L{self.style.layer}" if self.style is not None else ""
-        ablation = f"{self.ablation_mode}@{self.ablate_positions}" if self.kind == "dps" else ""
+        # "<mode>@<positions>": the recorded checkpoint keys' form (a resumed run finds its rows under them)
+        ablation = f"{self.ablation.mode}@{self.ablation.positions}" if self.kind == "dps" else ""
         return "|".join([self.name, self.kind, str(self.heads or ""), repr(self.contrast), f"k_profile={self.k_profile}",
                          style, f"alpha={self.alpha:g}", ablation])
 
@@ -104,7 +107,7 @@ def build_prompts(generation: Generation, examples: Sequence[Example], tokenizer
 
 def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, max_new_tokens: int,
              sampling: Sampling = Sampling(), stop_token_ids: Sequence[int] = (), batch_size: int = 8,
-             remote: bool | str = False) -> list[str]:
+             backend: Backend = LOCAL) -> list[str]:
     """Generate one text per prompt with ``generation``, ``batch_size`` prompts per decoding loop."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -115,7 +118,7 @@ def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, m
             if not isinstance(p, Prompt):
                 raise TypeError(f"prompt {start + i} is a {type(p).__name__}, not a harness.data.Prompt")
         kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, sampling=sampling, stop_token_ids=stop_token_ids,
-                                  remote=remote)
+                                  backend=backend)
         with_p = [p.with_profile for p in chunk]
         without_p = [p.without_profile for p in chunk]
         if generation.kind == "no_profile":
@@ -129,42 +132,40 @@ def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, m
                                                                   generation.alpha), **kw)
         else:
             out = decode(model, with_p, heads=generation.heads, contrast=generation.contrast,
-                         ablation_mode=generation.ablation_mode, reference=generation.reference,
-                         ablate_positions=generation.ablate_positions, **kw)
+                         ablation=generation.ablation, **kw)
         texts += out.texts
     return texts
 
 
 def generate_ablated(model: Any, prompt: str, head_sets: Sequence[HeadSet | None], *, max_new_tokens: int,
-                     min_new_tokens: int = 0, mode: str = "zero", reference: Any = None,
-                     remote: bool | str = False) -> list[str]:
-    """Greedy continuations of one prompt, one per head set ablated (``mode``) at every position (None = unablated),
-    all sets as rows of one batched ``generate``; no stop token before ``min_new_tokens``."""
+                     min_new_tokens: int = 0, ablation: Ablation = Ablation(),
+                     backend: Backend = LOCAL) -> list[str]:
+    """Greedy continuations of one prompt, one per head set ablated under ``ablation`` (positions all or generated;
+    None = unablated), all sets as rows of one batched ``generate``; no stop token before ``min_new_tokens``."""
     import torch
 
-    from ..intervene.ablation import ablate
     from ..data.tokens import scored_ids
 
+    ablation.supported("generate_ablated", GENERATION_POSITIONS)  # before any work
     tok = model.tokenizer
     ids = torch.tensor([scored_ids(tok, prompt)])  # [1, T]; the tokenizer's own BOS (Gemma's), as scoring has it
     rows = len(head_sets)
     with model.generate(max_new_tokens=max_new_tokens, min_new_tokens=min(min_new_tokens, max_new_tokens),
-                        do_sample=False, pad_token_id=tok.eos_token_id, remote=remote) as tracer:
+                        do_sample=False, pad_token_id=tok.eos_token_id, remote=backend.remote) as tracer:
         with tracer.invoke({"input_ids": ids.expand(rows, -1),
                             "attention_mask": torch.ones(rows, ids.shape[1], dtype=torch.long)}):
-            for _ in tracer.all():
-                ablate(model, [hs if hs is not None else HeadSet() for hs in head_sets], mode=mode, reference=reference)
+            ablate_generation(model, tracer, [hs if hs is not None else HeadSet() for hs in head_sets], ablation)
         with tracer.invoke():
             out = tracer.result.save()
     return tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
 
 def comparison_generations(heads: dict[str, HeadSet], primary: str, *, gamma: float, gammas: Sequence[float],
-                           k_profile: int, style: StyleVectors, alpha: float, ablation: dict | None = None
+                           k_profile: int, style: StyleVectors, alpha: float, ablation: Ablation = Ablation()
                            ) -> list[Generation]:
     """The DPS study's methods: the baselines, DPS with each family's ``heads`` (``dps-<family>``), and a γ sweep
-    of DPS with the ``primary`` family's heads (``dps-<primary>-g<γ>``); ``ablation`` (ablation_mode,
-    ablate_positions, reference) sets how every DPS row ablates its heads."""
+    of DPS with the ``primary`` family's heads (``dps-<primary>-g<γ>``); ``ablation`` is how every DPS row ablates
+    its heads."""
     specs = [Generation("no_profile"), Generation("profile"), Generation.rag(k_profile=k_profile),
              Generation.cad(gamma=gamma, k_profile=k_profile), Generation.stylevector(style, alpha)]
     dps = [Generation.dps(hs, gamma, source=family, k_profile=k_profile) for family, hs in heads.items()]
@@ -173,4 +174,4 @@ def comparison_generations(heads: dict[str, HeadSet], primary: str, *, gamma: fl
                                   schedule="entropy", normalize=True).labelled("decore"))
     dps += [Generation.dps(heads[primary], g, source=primary, k_profile=k_profile).labelled(f"dps-{primary}-g{g:g}")
             for g in gammas if g != gamma]
-    return specs + [dataclasses.replace(s, **(ablation or {})) for s in dps]
+    return specs + [dataclasses.replace(s, ablation=ablation) for s in dps]

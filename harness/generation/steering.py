@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data import Example, ProfileItem, build_prompt
 from ..data.prompts import render_prompt
 from ..models.arch import block
+from ..models.remote import LOCAL, Backend
 from .decoding import Sampling, Steering, decode, encode
 from ..analysis.metrics import rouge_batch
 
@@ -54,13 +55,13 @@ def continuation_split(item: ProfileItem, n_words: int = 16) -> tuple[str, str]:
 
 
 def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[int], *, batch_size: int = 8,
-                           remote: bool | str = False) -> dict[int, torch.Tensor]:
+                           backend: Backend = LOCAL) -> dict[int, torch.Tensor]:
     """Output of decoder blocks ``layers`` at each text's last token: ``{layer: [len(texts), d_model]}``."""
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(texts), batch_size):
         ids, mask = encode(model.tokenizer, texts[start:start + batch_size])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        with model.trace(input_ids=ids, attention_mask=mask, position_ids=pos, remote=remote):
+        with model.trace(input_ids=ids, attention_mask=mask, position_ids=pos, remote=backend.remote):
             saved = nnsight.save([block(model, layer).output[:, -1].detach() for layer in layers])
         for layer, value in zip(layers, saved):
             chunks[layer].append(value.float().cpu())
@@ -69,7 +70,7 @@ def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[in
 
 def fit_style_vectors(model: Any, examples: Sequence[Example], layers: Sequence[int], *, max_items: int = 8,
                       n_words: int = 16, max_new_tokens: int = 48, chat: bool = True, batch_size: int = 8,
-                      remote: bool | str = False) -> dict[int, StyleVectors]:
+                      backend: Backend = LOCAL) -> dict[int, StyleVectors]:
     """Per user (of ``examples``) and per layer, the mean last-token difference real − generic over recent items."""
     if not layers:
         raise ValueError("fit_style_vectors needs at least one layer")
@@ -92,11 +93,11 @@ def fit_style_vectors(model: Any, examples: Sequence[Example], layers: Sequence[
     for start in tqdm(range(0, len(prompts), batch_size), desc="StyleVector fit (generic continuations)",
                       unit="batch"):
         generic += decode(model, prompts[start:start + batch_size], max_new_tokens=max_new_tokens,
-                          remote=remote).texts
+                          backend=backend).texts
     real_h = last_token_activations(model, [p + y for p, y in zip(prompts, reals)], layers,
-                                    batch_size=batch_size, remote=remote)
+                                    batch_size=batch_size, backend=backend)
     gen_h = last_token_activations(model, [p + y for p, y in zip(prompts, generic)], layers,
-                                   batch_size=batch_size, remote=remote)
+                                   batch_size=batch_size, backend=backend)
     out = {}
     for layer in layers:
         diff = real_h[layer] - gen_h[layer]
@@ -127,7 +128,7 @@ class StyleChoice:
 def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, StyleVectors],
                  alphas: Sequence[float], *, max_new_tokens: int = 48, max_prompt_tokens: int = 512,
                  chat: bool = True, framing: str = "instruction", batch_size: int = 8,
-                 sampling: Sampling = Sampling(), remote: bool | str = False) -> StyleChoice:
+                 sampling: Sampling = Sampling(), backend: Backend = LOCAL) -> StyleChoice:
     """Grid-search (layer, alpha) on discovery ``examples``: steer the no-profile prompt, keep the best ROUGE-L."""
     if not examples or not vectors or not alphas:
         raise ValueError("select_style needs discovery examples, fitted vectors and at least one alpha")
@@ -141,7 +142,7 @@ def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, Sty
             chunk = prompts[start:start + batch_size]
             texts += decode(model, [p.without_profile for p in chunk], max_new_tokens=max_new_tokens,
                             sampling=sampling, steering=steering_for(style, [p.user_id for p in chunk], alpha),
-                            remote=remote).texts
+                            backend=backend).texts
         rows = rouge_batch(texts, [p.target for p in prompts])
         scores[(layer, float(alpha))] = sum(r["rougeL"] for r in rows) / len(rows)
     best = max(scores, key=lambda key: (scores[key], -abs(key[1])))  # ties: the weaker intervention
@@ -150,14 +151,14 @@ def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, Sty
 
 def fit_and_choose(model: Any, fit_examples: Sequence[Example], discovery: Sequence[Example], layers: Sequence[int],
                    alphas: Sequence[float], *, max_new_tokens: int, max_prompt_tokens: int, chat: bool = True,
-                   framing: str = "instruction", sampling: Sampling = Sampling(), remote: bool | str = False) -> dict:
+                   framing: str = "instruction", sampling: Sampling = Sampling(), backend: Backend = LOCAL) -> dict:
     """Fit style vectors at ``layers`` on ``fit_examples``' users and choose (layer, alpha) on ``discovery``: a
     JSON-able record (``layer``, ``alpha``, ``vectors`` of the chosen layer, ``grid_rougeL``), see ``chosen_style``."""
     vectors = fit_style_vectors(model, fit_examples, layers, max_items=4, max_new_tokens=max_new_tokens,
-                                chat=chat, remote=remote)
+                                chat=chat, backend=backend)
     choice = select_style(model, discovery, vectors, alphas, max_new_tokens=max_new_tokens,
                           max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing, sampling=sampling,
-                          remote=remote)
+                          backend=backend)
     return {"layer": choice.layer, "alpha": choice.alpha,
             "vectors": {u: v.tolist() for u, v in vectors[choice.layer].vectors.items()},
             "grid_rougeL": {f"L{layer}/a{a:g}": v for (layer, a), v in choice.scores.items()}}

@@ -13,6 +13,10 @@ Usage (local or remote, in a trace, a generate or a session)::
 
 ``heads`` may also be a list with one head set per batch row: that is how PCS puts many heads in one forward and how
 DPS ablates only the masked half of its batch.
+
+What PCS, the ablation study and DPS are told is an ``Ablation(mode, reference, positions)``: one design value with
+one vocabulary of positions (``POSITIONS``); each of them resolves the positions it supports to the sequence index
+``ablate(..., at=...)`` acts on, and refuses the others by name.
 """
 
 from __future__ import annotations
@@ -24,9 +28,18 @@ import nnsight
 import torch
 
 from ..models.arch import ModelShape, out_proj, shape_of
+from ..models.remote import LOCAL, Backend
 from .heads import HeadSet, as_headset
 
 MODES = ("zero", "mean", "resample")
+# Where an ablation acts, one vocabulary for scoring and decoding; each function supports some of these names.
+POSITIONS = {
+    "all": "every position",
+    "target": "the positions that predict the scored tokens: the gold tokens when scoring, the generated ones when "
+              "decoding (the last prompt token on)",
+    "profile": "the profile block's tokens (scoring)",
+    "generated": "the generated tokens only (decoding)",
+}
 
 
 @dataclass
@@ -60,6 +73,31 @@ class Reference:
         return torch.cat([v, v.mean(0, keepdim=True).expand(t - v.shape[0], -1)], 0)
 
 
+@dataclass(frozen=True)
+class Ablation:
+    """An ablation design, the one value PCS, the ablation study and DPS accept: what replaces an ablated head's slice
+    (``mode``: zero, mean, resample), the reference activations mean and resample take it from, and where it acts
+    (``positions``, a name of ``POSITIONS``)."""
+
+    mode: str = "zero"
+    reference: Reference | None = field(default=None, compare=False, repr=False)
+    positions: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown ablation mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown ablation positions {self.positions!r}; choose one of {', '.join(POSITIONS)}")
+
+    def supported(self, by: str, positions: Sequence[str]) -> "Ablation":
+        """This design when ``by`` can ablate at its positions (one of ``positions``); otherwise a ValueError that
+        names the position and what ``by`` supports."""
+        if self.positions not in positions:
+            raise ValueError(f"{by} cannot ablate at positions {self.positions!r} "
+                             f"({POSITIONS[self.positions]}): it supports {', '.join(positions)}")
+        return self
+
+
 def _per_row(heads: Any, shape: ModelShape) -> list[HeadSet] | HeadSet:
     if isinstance(heads, (HeadSet, str)):
         return as_headset(heads, shape)
@@ -88,12 +126,13 @@ def drop_masks(heads: HeadSet | list[HeadSet], shape: ModelShape) -> dict[int, t
 
 
 def ablate(model: Any, heads: HeadSet | str | list[HeadSet | None], *, mode: str = "zero",
-           reference: Reference | None = None, positions: Any = None) -> None:
+           reference: Reference | None = None, at: Any = None) -> None:
     """Ablate ``heads`` in the forward pass being traced (call it inside ``model.trace`` / ``generate`` / invoke).
 
     ``heads``: a head set for every row, or a list with one head set per batch row (``None``/empty = untouched).
     ``mode``: ``"zero"``, ``"mean"`` or ``"resample"`` (the last two need ``reference``).
-    ``positions``: ``None`` for every position, else an index into the sequence axis (slice, list, bool mask).
+    ``at``: ``None`` for every position, else an index into the sequence axis (slice, list, bool mask): where an
+    ``Ablation``'s positions fall in this forward's input.
     Call it before reading anything at or after the first ablated layer in the same invoke: nnsight visits modules
     in execution order.
     """
@@ -111,9 +150,9 @@ def ablate(model: Any, heads: HeadSet | str | list[HeadSet | None], *, mode: str
         proj = out_proj(model, layer)
         x = proj.input
         drop = drop.to(device=x.device, dtype=x.dtype)
-        if positions is not None:
+        if at is not None:
             pos = torch.zeros(x.shape[-2], device=x.device, dtype=x.dtype)
-            pos[positions] = 1.0
+            pos[at] = 1.0
             drop = drop * pos[:, None]
         if drop.dim() == 3 and drop.shape[0] != x.shape[0]:
             raise ValueError(f"{drop.shape[0]} per-row head sets for a batch of {x.shape[0]} rows at layer {layer}")
@@ -124,34 +163,39 @@ def ablate(model: Any, heads: HeadSet | str | list[HeadSet | None], *, mode: str
             proj.input = x * keep + reference.replacement(layer, x) * drop
 
 
-def ablate_generation(model: Any, tracer: Any, heads: Any, *, generated_only: bool = False, **kwargs: Any) -> None:
-    """Ablate at every generation step (``generated_only``: skip the prompt pass, i.e. only new tokens' positions).
+GENERATION_POSITIONS = ("all", "generated")
+
+
+def ablate_generation(model: Any, tracer: Any, heads: Any, ablation: Ablation = Ablation()) -> None:
+    """Ablate ``heads`` under ``ablation`` at every step of a ``generate`` (positions ``all``; ``generated``: skip the
+    prompt pass, i.e. only the new tokens' positions).
 
     nnsight runs nothing after an open step loop in the same invoke: read results in a separate invoke.
     """
-    steps = tracer.iter[1:] if generated_only else tracer.all()
+    ablation.supported("ablate_generation", GENERATION_POSITIONS)
+    steps = tracer.iter[1:] if ablation.positions == "generated" else tracer.all()
     for _ in steps:
-        ablate(model, heads, **kwargs)
+        ablate(model, heads, mode=ablation.mode, reference=ablation.reference)
 
 
-def capture(model: Any, prompt: Any, *, layers: Sequence[int] | None = None, remote: bool | str = False) -> Reference:
+def capture(model: Any, prompt: Any, *, layers: Sequence[int] | None = None, backend: Backend = LOCAL) -> Reference:
     """Record the output projections' inputs on ``prompt`` (one example) as a resample reference."""
     shape = shape_of(model.config)
     layers = list(range(shape.n_layers)) if layers is None else sorted(layers)
-    with model.trace(prompt, remote=remote):
+    with model.trace(prompt, remote=backend.remote):
         saved = nnsight.save([out_proj(model, layer).input[0].detach() for layer in layers])
     values = {layer: v.to("cpu", torch.float32) for layer, v in zip(layers, saved)}
     return Reference("resample", values, n_tokens=int(values[layers[0]].shape[0]), source=str(prompt)[:80])
 
 
 def head_means(model: Any, prompts: Sequence[Any], *, layers: Sequence[int] | None = None,
-               remote: bool | str = False) -> Reference:
+               backend: Backend = LOCAL) -> Reference:
     """Each head's mean activation (output-projection input) over every token of ``prompts`` (one session)."""
     if not prompts:
         raise ValueError("mean ablation needs at least one reference prompt")
     shape = shape_of(model.config)
     layers = list(range(shape.n_layers)) if layers is None else sorted(layers)
-    with model.session(remote=remote):
+    with model.session(remote=backend.remote):
         sums = [0.0 for _ in layers]
         count = 0
         for prompt in prompts:

@@ -8,9 +8,11 @@ them (PCS, profile-contrast and user-specific PCS) are ``harness.scorers.ranking
 Exact scores batch many heads into one forward (one head set per batch row) and reuse the clean computation below
 the first ablated layer: an ablation at layer l cannot change layers < l, so those blocks are skipped and fed their
 clean outputs. Attribution scores (AtP) approximate every head from one forward and one backward pass.
-Everything runs inside ``model.session(remote=...)``: one request per example remotely.
+Everything runs inside one ``model.session`` on the caller's ``Backend``: one request per example remotely.
 
-``positions="target"`` ablates only at the target positions (those whose logits predict the gold tokens). The
+Every function takes the ablation design as one ``Ablation(mode, reference, positions)``; scoring supports the
+positions ``all``, ``target`` and ``profile``. ``positions="target"`` ablates only at the target positions (those whose
+logits predict the gold tokens). The
 prompt below them is then the same for every head set, so it runs once and each batch of sets is one forward over
 the gold tokens only, attending to the cached prompt (``harness.intervene.prompt_cache``); ``reuse_prompt=False`` re-runs the
 whole sequence instead and gives the same losses.
@@ -23,9 +25,10 @@ from typing import Any, Sequence
 import nnsight
 import torch
 
-from ..data.tokens import TokenizedInput
-from .ablation import Reference, ablate
+from ..data.tokens import SCORED_POSITIONS, TokenizedInput
+from .ablation import Ablation, ablate
 from ..models.arch import block, out_proj, shape_of, unembed
+from ..models.remote import LOCAL, Backend
 from .heads import Head, HeadSet, all_heads
 from .prompt_cache import batch_cache, continuation, grouped_kv_attention, window_reference
 
@@ -66,10 +69,10 @@ def traced_nll(model: Any, ids: torch.Tensor, n_target: int, *, offset: int = 0,
     return target_nll(model.output.logits, ids, n_target, per_token=per_token)
 
 
-def token_nlls(model: Any, item: TokenizedInput, *, remote: bool | str = False) -> torch.Tensor:
+def token_nlls(model: Any, item: TokenizedInput, *, backend: Backend = LOCAL) -> torch.Tensor:
     """The clean model's NLL of each gold token, ``[n_target]`` (their mean is ``ablated_losses``' clean loss)."""
     ids = item.ids[None]  # [1, T]
-    with model.trace(input_ids=ids, use_cache=False, remote=remote):
+    with model.trace(input_ids=ids, use_cache=False, remote=backend.remote):
         nll = nnsight.save(traced_nll(model, ids, item.n_target, per_token=True))
     return nll[0].detach().cpu()
 
@@ -101,23 +104,24 @@ def _scoring_inputs(feed: torch.Tensor, rows: int, prompt: Any, start: int) -> d
     return {**continuation(ids, start), "cache": batch_cache(prompt, rows)}
 
 
-def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *, mode: str = "zero",
-                   reference: Reference | None = None, positions: str = "all", batch_size: int | None = BATCH_SIZE,
-                   reuse_prefix: bool = True, reuse_prompt: bool = True, per_token: bool = False,
-                   remote: bool | str = False) -> tuple[Any, torch.Tensor]:
+def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], ablation: Ablation = Ablation(), *,
+                   batch_size: int | None = BATCH_SIZE, reuse_prefix: bool = True, reuse_prompt: bool = True,
+                   per_token: bool = False, backend: Backend = LOCAL) -> tuple[Any, torch.Tensor]:
     """Gold-output loss of one input with each head set ablated: ``(clean_loss, losses[len(sets)])``.
 
     ``per_token``: the gold tokens' NLLs instead of their mean, ``(clean[n_target], losses[len(sets), n_target])``
     (a planted rule's marker tokens are a subset of them; their means are the default's losses).
 
-    ``positions``: ``"all"`` ablates every position; ``"target"`` only the positions that predict the gold tokens
-    (``item.target_positions``); ``"profile"`` only the profile block's tokens (``item.profile``). Sets are sorted by their first layer and batched ``batch_size`` rows per forward (one
-    set per row; None: ``BATCH_SIZE``). ``reuse_prefix`` skips the blocks below a batch's first ablated layer, feeding
-    them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt below the target positions once and
-    each batch over the gold tokens only; ``False`` re-runs the whole sequence (the reference it is tested against).
-    All traces run in one ``model.session`` (one request remotely).
+    ``ablation``: the mode, reference and positions of every set's ablation. Its ``positions``: ``"all"`` ablates every
+    position; ``"target"`` only the positions that predict the gold tokens (``item.target_positions``); ``"profile"``
+    only the profile block's tokens (``item.profile``). Sets are sorted by their first layer and batched ``batch_size``
+    rows per forward (one set per row; None: ``BATCH_SIZE``). ``reuse_prefix`` skips the blocks below a batch's first
+    ablated layer, feeding them their clean outputs. With ``"target"``, ``reuse_prompt`` runs the prompt below the
+    target positions once and each batch over the gold tokens only; ``False`` re-runs the whole sequence (the reference
+    it is tested against). All traces run in one ``model.session`` (one request remotely).
     """
-    where = item.positions(positions)  # validates the name
+    where = item.positions(ablation.supported("ablated_losses", SCORED_POSITIONS).positions)
+    mode = ablation.mode  # the session body reads the mode and the (windowed) reference, not the whole design
     shape = shape_of(model.config)
     sets = [HeadSet(s).validate(shape) for s in sets]
     batch_size = batch_size or BATCH_SIZE
@@ -129,14 +133,14 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
     n_target = item.n_target
     per_set = (n_target,) if per_token else ()  # each set's loss: one mean, or one NLL per gold token
     target = item.target_positions
-    cached = positions == "target" and reuse_prompt and target.start > 0
+    cached = ablation.positions == "target" and reuse_prompt and target.start > 0
     start = target.start if cached else 0  # sequence index of each scoring forward's first token
     feed = ids[:, start:target.stop] if cached else ids  # [1, n_target] or [1, T]
     at = None if cached else where  # where the ablation acts within `feed` (a cached prompt: all of it)
-    ref = window_reference(reference, target, ids.shape[1]) if cached else reference
+    ref = window_reference(ablation.reference, target, ids.shape[1]) if cached else ablation.reference
     deepest = max(firsts, default=0)
-    local_cpu = not remote and _device(model).type == "cpu"
-    with grouped_kv_attention(cached and local_cpu), model.session(remote=remote):
+    local_cpu = backend.kind == "local" and _device(model).type == "cpu"
+    with grouped_kv_attention(cached and local_cpu), model.session(remote=backend.remote):
         prompt = None
         if cached:
             with model.trace(ids[:, :start], use_cache=True):
@@ -150,7 +154,7 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
             with model.trace(**_scoring_inputs(feed, rows, prompt, start)):
                 for k in range(first):
                     block(model, k).skip(_expand_rows(clean_out[k], rows))
-                ablate(model, [sets[i] for i in chunk], mode=mode, reference=ref, positions=at)
+                ablate(model, [sets[i] for i in chunk], mode=mode, reference=ref, at=at)
                 losses.append(traced_nll(model, ids, n_target, offset=start, per_token=per_token))
         all_losses = nnsight.save(torch.cat(losses) if losses else torch.zeros(0, *per_set))
         clean_loss = nnsight.save(clean)
@@ -161,39 +165,40 @@ def ablated_losses(model: Any, item: TokenizedInput, sets: Sequence[HeadSet], *,
     return float(clean_loss[0]), out
 
 
-def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadSet | None = None, *,
-                 mode: str = "zero", reference: Reference | None = None, positions: str = "all",
-                 batch_size: int | None = None, reuse_prefix: bool = True, reuse_prompt: bool = True,
-                 remote: bool | str = False) -> tuple[float, torch.Tensor]:
+def head_effects(model: Any, item: TokenizedInput, heads: Sequence[Head] | HeadSet | None = None,
+                 ablation: Ablation = Ablation(), *, batch_size: int | None = None, reuse_prefix: bool = True,
+                 reuse_prompt: bool = True, backend: Backend = LOCAL) -> tuple[float, torch.Tensor]:
     """Exact per-head loss increase on one input: returns ``(clean_loss, deltas)``, deltas aligned with ``heads``.
 
-    ``batch_size`` heads share a forward (default: one layer's heads); ``positions`` and the reuse switches are those
+    ``batch_size`` heads share a forward (default: one layer's heads); ``ablation`` and the reuse switches are those
     of ``ablated_losses``.
     """
+    ablation.supported("head_effects", SCORED_POSITIONS)
     shape = shape_of(model.config)
     heads = list(all_heads(shape)) if heads is None else [h if isinstance(h, Head) else Head(*h) for h in heads]
-    clean, losses = ablated_losses(model, item, [HeadSet([h]) for h in heads], mode=mode, reference=reference,
-                                   positions=positions, batch_size=batch_size or shape.n_heads,
-                                   reuse_prefix=reuse_prefix, reuse_prompt=reuse_prompt, remote=remote)
+    clean, losses = ablated_losses(model, item, [HeadSet([h]) for h in heads], ablation,
+                                   batch_size=batch_size or shape.n_heads,
+                                   reuse_prefix=reuse_prefix, reuse_prompt=reuse_prompt, backend=backend)
     return clean, losses - clean
 
 
-def head_attributions(model: Any, item: TokenizedInput, *, mode: str = "zero", reference: Reference | None = None,
-                      positions: str = "all", remote: bool | str = False) -> tuple[float, torch.Tensor]:
+def head_attributions(model: Any, item: TokenizedInput, ablation: Ablation = Ablation(), *,
+                      backend: Backend = LOCAL) -> tuple[float, torch.Tensor]:
     """Attribution-patching estimate of every head's loss increase from one forward + one backward pass.
 
     ``delta_h ~= sum_t (r_h,t - z_h,t) . dL/dz_h,t`` with z the head's slice of the output projection's input and r
-    its replacement (0, mean, resample); t runs over every position, or over ``item.target_positions`` with
-    ``positions="target"`` (the estimate of ``head_effects(..., positions="target")``), or the profile block's tokens
-    with ``"profile"``. Weights are frozen (as on
+    its replacement (``ablation.mode``: 0, mean, resample); t runs over ``ablation.positions``: every position, the
+    ``item.target_positions`` with ``"target"`` (the estimate of ``head_effects`` under the same design), or the
+    profile block's tokens with ``"profile"``. Weights are frozen (as on
     NDIF): the gradient comes from the activations, marked ``requires_grad_(True)`` inside the trace (the first
     layer's; later ones then carry the graph). Returns ``(clean_loss, deltas[n_layers, n_heads])``.
     """
-    where = item.positions(positions)
+    where = item.positions(ablation.supported("head_attributions", SCORED_POSITIONS).positions)
+    mode, reference = ablation.mode, ablation.reference  # what the trace body reads
     shape = shape_of(model.config)
     ids = item.ids[None]  # [1, T]
     at = slice(None) if where is None else where
-    with torch.enable_grad(), model.trace(ids, use_cache=False, remote=remote):  # callers may run under no_grad
+    with torch.enable_grad(), model.trace(ids, use_cache=False, remote=backend.remote):  # callers may run under no_grad
         zs = []
         for layer in range(shape.n_layers):
             z = out_proj(model, layer).input

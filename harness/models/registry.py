@@ -19,6 +19,7 @@ import torch
 from .arch import ModelShape, shape_of
 from .provision import SOURCES, materialize
 from ..errors import ModelError
+from .remote import LOCAL, Backend
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -98,17 +99,17 @@ def _load_local(path: str, attn_implementation: str, dtype: torch.dtype) -> Any:
         return TransformersModel(hf, tokenizer=tokenizer)
 
 
-def load_model(name: str = DEFAULT_MODEL, *, remote: bool | str = False, attn_implementation: str = "sdpa",
+def load_model(name: str = DEFAULT_MODEL, *, backend: Backend = LOCAL, attn_implementation: str = "sdpa",
                dtype: torch.dtype = torch.float32) -> Any:
     """Load ``name`` as an nnsight ``TransformersModel``.
 
-    ``remote`` truthy builds the weightless (meta) model that NDIF runs requests against; ``attn_implementation``
+    An NDIF ``backend`` gets the weightless (meta) model that NDIF runs requests against; ``attn_implementation``
     ``"eager"`` is needed to read attention weights (retrieval and induction scores). Local loads are cached per
     process, so tests and studies share one copy.
     """
     path = resolve(name)
     try:
-        if remote:
+        if not backend.runs_here:
             from nnsight import TransformersModel
 
             return TransformersModel(path)

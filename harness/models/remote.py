@@ -1,8 +1,11 @@
-"""Remote execution on NDIF: one `remote` switch, API key, deployment check, retries, request counts.
+"""Remote execution on NDIF: the `Backend` a `--remote` value names, API key, deployment check, retries, counts.
 
-Every study passes its `remote` argument through `resolve_remote` and hands the result to
-nnsight (`model.trace(..., remote=r)` / `model.session(remote=r)`); there is no second code
-path. What NDIF requires of trace bodies (nnsight 0.8.1 client, ndif 0.1.2 server):
+Where traced code runs is one `Backend` object, chosen once from `--remote` (`choose_backend`)
+and handed to every function that opens a trace, generate or session, which passes its
+`remote` value to nnsight (`model.trace(..., remote=backend.remote)`); there is no second code
+path. (The call sites open nnsight's tracers themselves rather than through a backend method:
+nnsight finds a `with` block from the frame that calls `model.generate`.) What NDIF requires
+of trace bodies (nnsight 0.8.1 client, ndif 0.1.2 server):
 - bodies ship as source; installed packages (the editable `harness` included) travel by
   reference, so `register_harness()` makes them ship by value (`remote="local"` cannot catch
   a missing registration: it hides only non-installed modules);
@@ -20,7 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from nnsight.intervention.backends.remote import RemoteError
 from nnsight.schema.config import CONFIG, Config
@@ -45,8 +48,62 @@ class RemoteUnavailableError(ConnectionError):
     """The NDIF host could not be reached (or kept failing transiently) for a job."""
 
 
-def ndif_host(remote: bool | str | None) -> str | None:
-    """The NDIF host `remote` names, or None for a local run ("local" included)."""
+BACKENDS = ("local", "check", "ndif")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where traced code runs, chosen once (``choose_backend``) and handed to every function that opens a trace: this
+    machine (``local``), this machine through nnsight's serialization check (``check``, ``--remote local``), or the
+    NDIF host ``host`` (``ndif``)."""
+
+    kind: str = "local"
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKENDS:
+            raise RemoteSetupError(f"unknown backend {self.kind!r}; backends: {', '.join(BACKENDS)}")
+        if (self.kind == "ndif") != (self.host is not None):
+            raise RemoteSetupError(f"an ndif backend needs its host, and only it has one: {self}")
+
+    @property
+    def remote(self) -> bool | str:
+        """nnsight's ``remote=`` value: False, "local" (the serialization check) or the NDIF host URL."""
+        return {"local": False, "check": "local"}.get(self.kind, self.host)
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether the work runs on this machine (local, or through the serialization check)."""
+        return self.kind != "ndif"
+
+    def call(self, fn: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T:
+        """Run one unit of work (one job on NDIF), retrying NDIF's transient failures; here, just run it."""
+        if self.runs_here:
+            return fn(*args, **kwargs)
+        return run_with_retry(lambda: fn(*args, **kwargs), what=what)
+
+
+LOCAL = Backend()
+
+
+def choose_backend(remote: bool | str | None) -> Backend:
+    """The backend a ``--remote`` value names, made ready: the harness registered to ship by value (check, ndif) and
+    nnsight's host set to the NDIF host (also read by ``nnsight.status()`` / ``nnsight.compare()``)."""
+    if isinstance(remote, str) and remote.strip().lower() == "local":
+        register_harness()
+        return Backend("check")
+    host = ndif_host(remote)
+    if host is None:
+        return LOCAL
+    CONFIG.API.HOST = host
+    register_harness()
+    return Backend("ndif", host)
+
+
+def ndif_host(remote: bool | str | Backend | None) -> str | None:
+    """The NDIF host `remote` (a ``--remote`` value or a backend) names, or None for a local run ("local" included)."""
+    if isinstance(remote, Backend):
+        return remote.host
     if remote is None or remote is False:
         return None
     if remote is True:
@@ -82,23 +139,16 @@ def runs_here(remote: bool | str | None) -> bool:
 
 
 def resolve_remote(remote: bool | str | None) -> bool | str:
-    """Turn the study's `remote` switch into nnsight's `remote=` value: False, "local" or the host URL.
+    """Turn a `--remote` value into nnsight's `remote=` value, for code that opens nnsight's tracers with no backend:
+    False, "local" or the host URL (``choose_backend(remote).remote``).
 
     NDIF targets come back as the explicit host URL (nnsight reads a URL `remote=` as the
     host), so the resolved value can be passed on and resolved again without losing the host.
     """
-    if isinstance(remote, str) and remote.strip().lower() == "local":
-        register_harness()
-        return "local"
-    host = ndif_host(remote)
-    if host is None:
-        return False
-    CONFIG.API.HOST = host  # also read by nnsight.status() / nnsight.compare()
-    register_harness()
-    return host
+    return choose_backend(remote).remote
 
 
-def require_api_key(remote: bool | str | None) -> None:
+def require_api_key(remote: bool | str | Backend | None) -> None:
     """Fail before any work when `remote` targets NDIF and NDIF_API_KEY is unset."""
     host = ndif_host(remote)
     if host is None:
@@ -131,7 +181,7 @@ def pin_model_key(repo_id: str, canonical_id: str | None = None) -> None:
     huggingface._ID_CACHE[repo_id] = canonical_id or repo_id
 
 
-def check_deployed(repo_id: str, remote: bool | str | None) -> dict | None:
+def check_deployed(repo_id: str, remote: bool | str | Backend | None) -> dict | None:
     """Raise unless `repo_id` is RUNNING on the NDIF host; returns its status entry (None for local)."""
     host = ndif_host(remote)
     if host is None:

@@ -112,7 +112,7 @@ def discovery_effects(setup: Any, run: Any, cfg: Any) -> ConditionEffects:
         effects, clean = {}, {}
         for cond in cfg.conditions:
             clean[cond], deltas = setup.call(score, setup.model, setup.tokenized(ex.example_id, cond),
-                                             positions=cfg.positions, remote=setup.remote, **setup.ablation,
+                                             ablation=setup.ablation, backend=setup.backend,
                                              what=f"PCS {cfg.estimator} on {ex.example_id} ({cond})")
             effects[cond] = deltas.reshape(setup.shape.n_layers, setup.shape.n_heads)
         ck.add(ex.example_id, user_id=ex.user_id, effects=effects, clean=clean)
@@ -352,7 +352,7 @@ def exact_check(ctx: ScoringContext, n_examples: int) -> dict | None:
     chosen = setup.split.discovery[:n_examples]
     for ex in tqdm([e for e in chosen if e.example_id not in ck], desc="exact PCS check"):
         _, deltas = setup.call(head_effects, setup.model, setup.tokenized(ex.example_id, "own"),
-                               positions=ctx.cfg.positions, remote=setup.remote, **setup.ablation,
+                               ablation=setup.ablation, backend=setup.backend,
                                what=f"exact PCS check on {ex.example_id}")
         ck.add(ex.example_id, deltas=deltas)
     exact = torch.tensor([ck.get(e.example_id)["deltas"] for e in chosen])

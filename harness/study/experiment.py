@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..intervene.ablation import Reference, head_means
+from ..intervene.ablation import Ablation, Reference, head_means
 from ..models.arch import ModelShape
 from .config import PROMPT_FIELDS, StudyConfig
 from ..errors import ConfigError
@@ -25,7 +25,7 @@ from ..generation.methods import Generation, generate
 from ..analysis.metrics import continues_text
 from ..models.registry import load_model, model_shape
 from ..data.tokens import TokenizedInput, encode
-from ..models.remote import check_deployed, register_harness, require_api_key, resolve_remote, run_with_retry
+from ..models.remote import Backend, check_deployed, choose_backend, require_api_key
 from ..runs.folder import Run
 
 log = logging.getLogger("harness")
@@ -36,13 +36,13 @@ class Setup:
 
     model: Any
     shape: ModelShape
-    remote: bool | str
+    backend: Backend  # where every trace runs, chosen once from --remote (checked_backend)
     examples: list[Example]
     split: Split
     prompts: dict[str, Prompt] = field(default_factory=dict)
     max_target_tokens: int = 64
     signal: list[dict] = field(default_factory=list)  # harness.study.signal rows, measured by start()
-    ablation: dict = field(default_factory=lambda: {"mode": "zero"})  # mode and reference every ablation uses
+    ablation: Ablation = Ablation()  # the design (mode, reference, positions) every measurement and DPS row uses
     chat: bool = True  # prompts rendered with the tokenizer's chat template
     framing: str = "prefill"  # prefill: the answer starts with the text's lead; instruction: it starts empty
     sampling: Sampling = field(default_factory=Sampling)  # every generation's decoding settings (min_new_tokens)
@@ -63,10 +63,8 @@ class Setup:
                       profile_span=p.span(condition))
 
     def call(self, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
-        """Run one unit of work (one remote job when remote), retrying transient remote failures."""
-        if self.remote and self.remote != "local":
-            return run_with_retry(lambda: fn(*args, **kwargs), what=what)
-        return fn(*args, **kwargs)
+        """Run one unit of work on the backend (one job on NDIF), retrying NDIF's transient failures."""
+        return self.backend.call(fn, *args, what=what, **kwargs)
 
 
 def resolve_chat(setting: str, tokenizer: Any) -> bool:
@@ -80,30 +78,26 @@ def resolve_chat(setting: str, tokenizer: Any) -> bool:
     return has if setting == "auto" else setting == "on"
 
 
-def checked_remote(cfg: StudyConfig) -> bool | str:
-    """``--remote`` resolved, with its API key checked (an error before anything is loaded or written)."""
-    remote = resolve_remote(cfg.remote)
-    if remote and remote != "local":
-        require_api_key(remote)
-    return remote
+def checked_backend(cfg: StudyConfig) -> Backend:
+    """The backend ``--remote`` names, chosen once per run, with its API key checked (an error before anything is
+    loaded or written)."""
+    backend = choose_backend(cfg.remote)
+    require_api_key(backend)
+    return backend
 
 
-def prepare(cfg: StudyConfig, framing: str | None = None) -> Setup:
-    """Load model and data, draw the shared split, and build every prompt variant (``framing``: default the
-    config's; ``auto`` is resolved by ``start``, which then calls ``build_prompts``)."""
-    remote = checked_remote(cfg)
-    if remote:
-        register_harness()
-    model = load_model(cfg.model, remote=bool(remote) and remote != "local")
-    if remote and remote != "local":
-        check_deployed(model.repo_id, remote)
+def prepare(cfg: StudyConfig, backend: Backend, framing: str | None = None) -> Setup:
+    """Load model and data on ``backend``, draw the shared split, and build every prompt variant (``framing``:
+    default the config's; ``auto`` is resolved by ``start``, which then calls ``build_prompts``)."""
+    model = load_model(cfg.model, backend=backend)
+    check_deployed(model.repo_id, backend)
     shape = model_shape(model, cfg.model)
     cfg.validate_shape(shape)
     examples = load_examples(cfg.data, cfg.split, n=cfg.n, seed=cfg.seed, profile_docs=cfg.profile_docs)
     if cfg.n is not None and len(examples) < cfg.n:
         raise ConfigError(f"--n {cfg.n} is larger than {cfg.data} ({len(examples)} examples)")
     split = split_discovery_evaluation(examples, eval_fraction=cfg.eval_fraction, seed=cfg.seed, by_user=cfg.by_user)
-    setup = Setup(model, shape, remote, examples, split, {}, cfg.max_target_tokens,
+    setup = Setup(model, shape, backend, examples, split, {}, cfg.max_target_tokens,
                   chat=resolve_chat(cfg.chat, model.tokenizer), framing=framing or cfg.framing,
                   sampling=Sampling(min_new_tokens=cfg.min_new_tokens))
     if setup.framing != "auto":  # auto: start() chooses the framing on discovery data, then builds the prompts
@@ -156,7 +150,7 @@ def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
                                     retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat, framing=framing)
                        for e in setup.split.discovery]
             texts = generate(setup.model, prompts, Generation("no_profile"), max_new_tokens=24,
-                             sampling=setup.sampling, remote=setup.remote)
+                             sampling=setup.sampling, backend=setup.backend)
             shares[framing] = sum(continues_text(t, e.lead) for t, e in zip(texts, setup.split.discovery)) / len(texts)
         return {"shares": shares, "chosen": max(FRAMINGS, key=lambda f: shares[f])}  # ties: the first (prefill)
     saved = run.artifact("framing_choice", framing_depends(cfg), compute)
@@ -171,7 +165,7 @@ def mean_reference(setup: Setup, run: Run, cfg: StudyConfig) -> Reference:
     ids = [e.example_id for e in setup.split.discovery]
 
     def compute() -> dict:
-        ref = head_means(setup.model, [setup.tokenized(i, "own").ids[None] for i in ids], remote=setup.remote)
+        ref = head_means(setup.model, [setup.tokenized(i, "own").ids[None] for i in ids], backend=setup.backend)
         return {"values": {str(k): v for k, v in ref.values.items()}, "n_tokens": ref.n_tokens, "example_ids": ids}
     saved = run.artifact("mean_reference", reference_depends(cfg, setup.framing), compute)
     assert_not_used_for_ranking(saved["example_ids"], [e.example_id for e in setup.split.evaluation])

@@ -7,14 +7,14 @@ import logging
 from typing import Any
 
 from ..analysis import declared, tables
-from ..models.remote import runs_here
+from ..intervene.ablation import Ablation
 from ..runs.files import write_csv
 from ..runs.folder import Run
 from ..logs import configure as configure_logging
 from . import signal
 from .config import StudyConfig
 from .plan import print_plan
-from .experiment import Setup, build_prompts, checked_remote, choose_framing, mean_reference, prepare
+from .experiment import Setup, build_prompts, checked_backend, choose_framing, mean_reference, prepare
 
 log = logging.getLogger("harness")
 
@@ -35,17 +35,18 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     failed start leaves nothing that blocks the next try), model, data, split, prompts, and the signal: the clean
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     begin(cfg)
-    checked_remote(cfg)  # a missing key or host is an error before anything is written
+    backend = checked_backend(cfg)  # chosen once; a missing key or host is an error before anything is written
     root = Run.folder(cfg.results, cfg.model, cfg.data, cfg.folder())
     Run.check(root, cfg.numbers_config(), fresh=cfg.fresh)  # another config is refused before the model loads
-    setup = prepare(cfg)  # an unknown model, a missing data file: refused before the run folder exists
+    setup = prepare(cfg, backend)  # an unknown model, a missing data file: refused before the run folder exists
     run = Run.open_folder(root, cfg.numbers_config(), fresh=cfg.fresh, command=cfg.command())
-    run.borrow = runs_here(cfg.remote)  # sibling runs lend clean losses and artefacts to local runs only
+    run.borrow = backend.runs_here  # sibling runs lend clean losses and artefacts to local runs only
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)
         build_prompts(setup, cfg)
-    if cfg.mode == "mean" and ablates:
-        setup.ablation = {"mode": "mean", "reference": mean_reference(setup, run, cfg)}
+    if ablates:
+        setup.ablation = Ablation(cfg.mode, mean_reference(setup, run, cfg) if cfg.mode == "mean" else None,
+                                  cfg.positions)
     losses = signal.clean_losses(setup, run, [*cfg.conditions, *(["same_doc"] if cfg.same_doc else [])])
     setup.signal = signal.signal_rows(losses, n_boot=cfg.n_boot, seed=cfg.seed)
     run.note = signal.signal_note(setup.signal) if "other" in cfg.conditions else ""

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ..data.tokens import SCORED_POSITIONS
 from ..intervene.heads import HeadSet, all_heads, copy_heads, moved_heads, random_headset
 from ..analysis.metrics import gold_marker_mask, marker_nll
 from ..intervene.pcs import ablated_losses
@@ -90,8 +91,9 @@ def comparison_sets(ranking: Any, shape: Any, families: Sequence[str], k_heads: 
 
 
 def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: Sequence[str], *,
-                    positions: str = "all", batch_size: int | None = None) -> pd.DataFrame:
-    """Gold loss of every evaluation example under every set's ablation, per condition: one tidy row per
+                    batch_size: int | None = None) -> pd.DataFrame:
+    """Gold loss of every evaluation example under every set's ablation (``setup.ablation``: mode, reference and
+    positions), per condition: one tidy row per
     (example, set) with ``loss_<condition>`` and ``clean_<condition>`` columns; on a planted corpus also
     ``marker_loss_<condition>`` and ``marker_clean_<condition>``, the NLL of the rule's tokens alone (controls: the
     tokens it would change; NaN where no scored token is one), from the same forwards.
@@ -99,6 +101,7 @@ def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: 
     Checkpoint rows are ``<example>|<condition>`` -> {heads: loss} (and {heads: marker NLL}); only heads not yet
     measured are computed, so a resume or a changed ranking measures exactly what is missing.
     """
+    setup.ablation.supported("ablation_losses", SCORED_POSITIONS)  # before any work
     ck = run.checkpoint("losses")
     by_name = {str(s.heads): s.heads for s in sets}  # the set itself, not its text re-parsed (an empty set is "")
     unique = sorted(by_name)
@@ -121,9 +124,9 @@ def ablation_losses(setup: Any, run: Any, sets: Sequence[NamedSet], conditions: 
         have = {h: v for h, v in rec.get("losses", {}).items() if h not in missing}
         item = setup.tokenized(ex.example_id, cond)
         mask = masks.get(ex.example_id)
-        clean, losses = setup.call(ablated_losses, setup.model, item, [by_name[h] for h in missing],
-                                   positions=positions, batch_size=batch_size, per_token=mask is not None,
-                                   remote=setup.remote, what=f"ablation sets on {key}", **setup.ablation)
+        clean, losses = setup.call(ablated_losses, setup.model, item, [by_name[h] for h in missing], setup.ablation,
+                                   batch_size=batch_size, per_token=mask is not None, backend=setup.backend,
+                                   what=f"ablation sets on {key}")
         if mask is None:
             ck.add(key, user_id=ex.user_id, clean=clean, losses={**have, **dict(zip(missing, losses.tolist()))})
             continue
@@ -163,7 +166,7 @@ def generations(setup: Any, run: Any, specs: Sequence[Any], *, max_new_tokens: i
                                 chat=setup.chat, framing=setup.framing)
         ck.add(f"{split}|{spec.key}", texts=generate(setup.model, prompts, spec, max_new_tokens=max_new_tokens,
                                                      sampling=setup.sampling,
-                                                     batch_size=batch_size, remote=setup.remote))
+                                                     batch_size=batch_size, backend=setup.backend))
     return {spec.name: ck.get(f"{split}|{spec.key}")["texts"] for spec in specs}
 
 

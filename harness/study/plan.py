@@ -392,21 +392,22 @@ def _style_vectors(x: Inputs) -> list[Work]:
 def _generation_specs(x: Inputs) -> list[Any]:
     """The DPS study's generation methods (``generation.comparison_generations``), with stand-in head sets."""
     from ..generation.methods import comparison_generations
+    from ..intervene.ablation import Ablation
     from ..intervene.heads import HeadSet
     from ..generation.steering import StyleVectors
 
     heads = {f: HeadSet([(0, 0)]) for f in [*x.families, "random"]}
     cfg = x.cfg
     return comparison_generations(heads, x.families[0], gamma=cfg.gamma, gammas=cfg.gammas, k_profile=cfg.k_profile,
-                                  style=StyleVectors(0, {}), alpha=1.0, ablation={
-                                      "ablation_mode": cfg.mode, "ablate_positions": cfg.positions})
+                                  style=StyleVectors(0, {}), alpha=1.0,
+                                  ablation=Ablation(cfg.mode, positions=cfg.positions))
 
 
 def _generate(x: Inputs, specs: Sequence[Any], examples: Sequence[Any], what: str) -> Work:
     work = Work(what)
     for spec in specs:
         two = spec.kind in ("cad", "dps")
-        shared = spec.kind == "dps" and spec.ablate_positions != "all" and spec.ablation_mode != "resample"
+        shared = spec.kind == "dps" and spec.ablation.positions != "all" and spec.ablation.mode != "resample"
         work += decoding(x.generation_tokens(spec.kind, examples), x.cfg.batch_size, x.cfg.max_new_tokens,
                          branches=2 if two else 1, shared_prompt=shared)
     return work
@@ -489,10 +490,11 @@ def _local_inputs(cfg: Any, examples: list, split: Any) -> Inputs:
     """A local model's inputs: its prompts built as the study builds them (``auto`` framing counted as prefill)."""
     from .experiment import Setup, build_prompts, resolve_chat
     from ..models.registry import load_model, model_shape
+    from ..models.remote import LOCAL
 
     model = load_model(cfg.model)
     shape = model_shape(model, cfg.model)
-    setup = Setup(model=model, shape=shape, remote=False, examples=examples, split=split,
+    setup = Setup(model=model, shape=shape, backend=LOCAL, examples=examples, split=split,
                   max_target_tokens=cfg.max_target_tokens, chat=resolve_chat(cfg.chat, model.tokenizer),
                   framing="prefill" if cfg.framing == "auto" else cfg.framing)
     build_prompts(setup, cfg)

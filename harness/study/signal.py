@@ -58,7 +58,7 @@ def clean_losses(setup: Any, run: Any, conditions: Sequence[str]) -> pd.DataFram
     todo = [(e, c) for _, e in sides for c in conditions
             if measured(e, c) and "tokens" not in ck.records.get(f"{e.example_id}|{c}", {})]
     for ex, cond in tqdm(todo, desc="signal (clean losses)", disable=not todo):
-        nll = setup.call(token_nlls, setup.model, setup.tokenized(ex.example_id, cond), remote=setup.remote,
+        nll = setup.call(token_nlls, setup.model, setup.tokenized(ex.example_id, cond), backend=setup.backend,
                          what=f"clean loss of {ex.example_id} ({cond})")
         ck.add(f"{ex.example_id}|{cond}", loss=float(nll.mean()), tokens=nll.tolist())
     rows = []
