@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.analysis import outcomes
+from harness.analysis.report import marker_rate_tables
 from harness.analysis import plots
 from harness.analysis import tables
 from harness.errors import ConfigError
@@ -26,12 +27,11 @@ from harness.generation.decoding import delta_logits_report, plot_delta_logits
 from harness.study.lifecycle import finish, start
 from harness.generation.methods import comparison_generations
 from harness.intervene.heads import random_headset
-from harness.study.measure import generations, score_generations
+from harness.study.measure import generations, score_generations, style_choice
 from harness.analysis.metrics import METEOR_VARIANT
 from harness.scorers.ranking import load_ranking
 from harness.runs.folder import Run
 from harness.runs.files import relative_path, write_csv, write_json
-from harness.generation.steering import StyleVectors, chosen_style, fit_and_choose
 from harness.logs import cli
 from harness.study.plan import START
 
@@ -67,50 +67,6 @@ class DPSConfig(StudyConfig):
                               "branch at all or target positions: use --positions target or all")
 
 
-def style_choice(setup, run: Run, cfg: DPSConfig) -> tuple[StyleVectors, float]:
-    """StyleVector fitted on the evaluation users' profiles and discovery users, (layer, alpha) chosen on discovery
-    examples; an artefact keyed by the settings it depends on."""
-    layers = cfg.style_layers or sorted({setup.shape.n_layers // 3, 2 * setup.shape.n_layers // 3})
-    users = {e.user_id for e in setup.split.evaluation}
-    fit = [e for e in setup.examples if e.user_id in users] + list(setup.split.discovery)
-    depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "max_prompt_tokens",
-                         "max_new_tokens", "min_new_tokens", "style_alphas", "chat") | {"style_layers": layers,
-                                                                                        "framing": setup.framing}
-    saved = run.artifact("stylevector", depends, lambda: fit_and_choose(
-        setup.model, fit, setup.split.discovery, layers, cfg.style_alphas, max_new_tokens=cfg.max_new_tokens,
-        max_prompt_tokens=cfg.max_prompt_tokens, chat=setup.chat, framing=setup.framing, sampling=setup.sampling,
-        backend=setup.backend))
-    write_json(run.path("stylevector_choice.json"), {k: saved[k] for k in ("layer", "alpha", "grid_rougeL")})
-    return chosen_style(saved)
-
-
-def marker_tables(df: pd.DataFrame, run: Run, dps: str, baselines: list[str], order: list[str], *, n_perm: int,
-                  n_boot: int, seed: int) -> None:
-    """Planted corpora: each method's marker rate for planted and control users, and ``dps`` against every baseline
-    on the planted users' marker rate and ROUGE-L (Holm across the table; a pair needs an opportunity in both texts)."""
-    stat = dict(n_boot=n_boot, seed=seed)
-    rates = [{"group": g, **r} for g in ("planted", "control") if ((df.group == g) & df.marker_rate.notna()).any()
-             for r in outcomes.clustered_means(df[(df.group == g) & df.marker_rate.notna()], "generation",
-                                               ["marker_rate"], order=order, **stat)]
-    tables.write_tables(rates, [("group", "users"), ("generation", "generation"), ("marker_rate", "marker rate"),
-                                ("marker_rate_ci", "interval"), ("interval", "interval is")], run.root,
-                        "marker_rate_by_method", caption="share of each text's opportunities that follow the user's rule "
-                        "(controls: a rule they were not given); texts without an opportunity are left out")
-    planted = df[df.group == "planted"]
-    complete = planted.groupby("example_id").marker_rate.apply(lambda r: r.notna().sum())
-    if not (complete >= 2).any():
-        log.warning("no planted example has two texts with an opportunity for its rule: no marker-rate comparison")
-        return
-    comps = outcomes.compare_to_one(planted, "generation", [dps], baselines, ["marker_rate", "rougeL"],
-                                    n_perm=n_perm, missing="drop", **stat)
-    tables.write_tables(outcomes.comparison_records(comps, outcomes.mdes_to_one(planted, "generation", comps,
-                                                                                  missing="drop")),
-                        [("name", "generation"), ("baseline", "vs"), ("outcome", "metric")]
-                        + outcomes.PAIRED_COLUMNS[2:], run.root, "dps_marker_rate",
-                        note=run.note, caption="planted users; an example whose DPS or baseline text has no "
-                        "opportunity for the rule is left out of that marker-rate pair")
-
-
 def main(argv: list[str] | None = None) -> Run:
     cfg = DPSConfig.from_argv(argv)
     setup, run = start(cfg)
@@ -141,7 +97,7 @@ def main(argv: list[str] | None = None) -> Run:
                         [("name", "generation"), ("baseline", "vs best baseline"), ("outcome", "metric")]
                         + outcomes.PAIRED_COLUMNS[2:], run.root, "dps_vs_best_baseline", note=run.note)
     if "marker_rate" in df:  # planted corpus: does DPS raise the rule's marker rate over every baseline?
-        marker_tables(df, run, f"dps-{primary}", [s.name for s in baselines], [s.name for s in specs],
+        marker_rate_tables(df, run, f"dps-{primary}", [s.name for s in baselines], [s.name for s in specs],
                       n_perm=cfg.n_perm, **stat)
     plots.bars({r["generation"]: (r["rougeL"], *r["rougeL_ci"]) for r in summary}, run.path("rougeL_by_method.png"),
                title=f"ROUGE-L by generation method ({cfg.data}, n={len(evaluation)})", ylabel="ROUGE-L")

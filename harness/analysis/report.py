@@ -6,6 +6,7 @@ report can be redrawn from a run's ``per_example.csv`` without a model.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +18,8 @@ from . import plots
 from . import tables
 from ..runs.folder import Run
 from ..runs.files import write_csv
+
+log = logging.getLogger("harness")
 
 EXPLORATORY_CAPTION = ("exploratory: one split seed (the declared test, pooled over seeds and Holm-corrected across "
                        "its family, is in summary.md)")
@@ -65,3 +68,30 @@ def ablation_report(frame: pd.DataFrame, run: Run, families: Sequence[str], k_he
                            xlabel=outcomes.OUTCOMES["generic_damage"].label,
                            ylabel=outcomes.OUTCOMES["specific_gain_lost"].label)
     return sweep
+
+
+def marker_rate_tables(df: pd.DataFrame, run: Run, dps: str, baselines: list[str], order: list[str], *, n_perm: int,
+                  n_boot: int, seed: int) -> None:
+    """Planted corpora: each method's marker rate for planted and control users, and ``dps`` against every baseline
+    on the planted users' marker rate and ROUGE-L (Holm across the table; a pair needs an opportunity in both texts)."""
+    stat = dict(n_boot=n_boot, seed=seed)
+    rates = [{"group": g, **r} for g in ("planted", "control") if ((df.group == g) & df.marker_rate.notna()).any()
+             for r in outcomes.clustered_means(df[(df.group == g) & df.marker_rate.notna()], "generation",
+                                               ["marker_rate"], order=order, **stat)]
+    tables.write_tables(rates, [("group", "users"), ("generation", "generation"), ("marker_rate", "marker rate"),
+                                ("marker_rate_ci", "interval"), ("interval", "interval is")], run.root,
+                        "marker_rate_by_method", caption="share of each text's opportunities that follow the user's rule "
+                        "(controls: a rule they were not given); texts without an opportunity are left out")
+    planted = df[df.group == "planted"]
+    complete = planted.groupby("example_id").marker_rate.apply(lambda r: r.notna().sum())
+    if not (complete >= 2).any():
+        log.warning("no planted example has two texts with an opportunity for its rule: no marker-rate comparison")
+        return
+    comps = outcomes.compare_to_one(planted, "generation", [dps], baselines, ["marker_rate", "rougeL"],
+                                    n_perm=n_perm, missing="drop", **stat)
+    tables.write_tables(outcomes.comparison_records(comps, outcomes.mdes_to_one(planted, "generation", comps,
+                                                                                  missing="drop")),
+                        [("name", "generation"), ("baseline", "vs"), ("outcome", "metric")]
+                        + outcomes.PAIRED_COLUMNS[2:], run.root, "dps_marker_rate",
+                        note=run.note, caption="planted users; an example whose DPS or baseline text has no "
+                        "opportunity for the rule is left out of that marker-rate pair")

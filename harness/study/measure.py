@@ -18,6 +18,8 @@ from ..data.tokens import SCORED_POSITIONS
 from ..intervene.heads import HeadSet, all_heads, copy_heads, moved_heads, random_headset
 from ..analysis.metrics import gold_marker_mask, marker_nll
 from ..intervene.pcs import ablated_losses
+from ..generation.steering import StyleVectors, chosen_style, fit_and_choose
+from ..runs.files import write_json
 
 
 @dataclass(frozen=True)
@@ -193,3 +195,21 @@ def score_generations(setup: Any, texts: dict[str, list[str]], metrics: Sequence
                           **planted(e, text)}
                          for name, ts in texts.items()
                          for e, text, score in zip(evaluation, ts, score_examples(ts, refs, profiles))])
+
+
+def style_choice(setup: Any, run: Any, cfg: Any) -> tuple[StyleVectors, float]:
+    """The DPS study's StyleVector baseline: fitted on the evaluation users' profiles and discovery users, (layer,
+    alpha) chosen on discovery examples (``cfg``: a DPS config's style options); an artefact keyed by the settings it
+    depends on."""
+    layers = cfg.style_layers or sorted({setup.shape.n_layers // 3, 2 * setup.shape.n_layers // 3})
+    users = {e.user_id for e in setup.split.evaluation}
+    fit = [e for e in setup.examples if e.user_id in users] + list(setup.split.discovery)
+    depends = cfg.subset("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "max_prompt_tokens",
+                         "max_new_tokens", "min_new_tokens", "style_alphas", "chat") | {"style_layers": layers,
+                                                                                        "framing": setup.framing}
+    saved = run.artifact("stylevector", depends, lambda: fit_and_choose(
+        setup.model, fit, setup.split.discovery, layers, cfg.style_alphas, max_new_tokens=cfg.max_new_tokens,
+        max_prompt_tokens=cfg.max_prompt_tokens, chat=setup.chat, framing=setup.framing, sampling=setup.sampling,
+        backend=setup.backend))
+    write_json(run.path("stylevector_choice.json"), {k: saved[k] for k in ("layer", "alpha", "grid_rougeL")})
+    return chosen_style(saved)
