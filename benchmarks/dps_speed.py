@@ -18,7 +18,8 @@ import argparse
 import torch
 
 from harness.intervene.ablation import Ablation
-from harness.generation.decoding import Contrast, decode, encode
+from harness.data.tokens import left_padded
+from harness.generation.decoding import Contrast, decode
 from harness.intervene.heads import HeadSet
 from harness.models.registry import hf_module, load_model
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     hf, tok = hf_module(model), model.tokenizer
     prompts = [with_profile(tok, p, args.prompt_tokens) for p in PROMPTS[: args.prompts]]
     heads = HeadSet.parse(args.heads)
-    ids, mask = encode(tok, prompts)
+    ids, mask = left_padded(tok, prompts)
     steps: dict[str, int] = {}
 
     def plain() -> None:

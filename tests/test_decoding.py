@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.generation.decoding import (Contrast, Sampling, contrast_scores, decode, delta_logits_report, encode,
+from harness.data.tokens import left_padded
+from harness.generation.decoding import (Contrast, Sampling, contrast_scores, decode, delta_logits_report,
                               entropy_gamma, forward_step, next_tokens, plausibility_mask, plot_delta_logits,
                               token_label)
 from harness.intervene.ablation import Ablation
@@ -103,7 +104,7 @@ def test_batched_step_halves_equal_a_plain_and_a_separately_ablated_forward(smol
 
     tok, hf = smollm.tokenizer, smollm._module
     text = PROMPTS[0]
-    ids, mask = encode(tok, [text, text])
+    ids, mask = left_padded(tok, [text, text])
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     logits, cache = forward_step(smollm, ids, mask, pos, heads=[None, HEADS])
     nxt = logits[0].argmax()
@@ -265,12 +266,12 @@ def _bos_tokenizer():
 
 
 def test_decoding_prompts_carry_the_tokenizers_bos_once_as_scored_prompts_do():
-    from harness.data.tokens import encode as score_encode
+    from harness.data.tokens import encode
 
     tok = _bos_tokenizer()
-    ids, mask = encode(tok, ["a b", "<bos> a"])  # plain text; a chat template that writes its BOS out
+    ids, mask = left_padded(tok, ["a b", "<bos> a"])  # plain text; a chat template that writes its BOS out
     assert ids.tolist() == [[1, 2, 3], [0, 1, 2]] and mask.tolist() == [[1, 1, 1], [0, 1, 1]]
-    assert score_encode(tok, "a b", "a").ids.tolist()[:3] == ids[0].tolist()  # generation sees what scoring scored
+    assert encode(tok, "a b", "a").ids.tolist()[:3] == ids[0].tolist()  # generation sees what scoring scored
 
 
 def test_token_labels_escape_what_the_plot_font_cannot_draw(tmp_path):

@@ -1,5 +1,6 @@
-"""Tokenized inputs: a prompt followed by its gold target, tokenized as the harness scores and decodes them (no special
-tokens but the tokenizer's own BOS), with the positions an ablation may act on."""
+"""Tokenization as the harness scores and decodes text (no special tokens but the tokenizer's own BOS): a prompt
+followed by its gold target (``encode``), with the positions an ablation may act on, and a left-padded batch of prompts
+to decode (``left_padded``)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,26 @@ def scored_ids(tokenizer: Any, text: str) -> list[int]:
     (``bos_prefix``)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return bos_prefix(tokenizer, ids) + ids
+
+
+def left_padded(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` for a batch of prompts (causal decoding needs left padding),
+    each tokenized as scoring tokenizes it (``scored_ids``): no special tokens but the tokenizer's own BOS, and none
+    where a chat template already wrote it out (adding special tokens would give Llama-3.1 and Gemma chat prompts a
+    second BOS)."""
+    if not texts:
+        raise ValueError("no prompts to decode")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t]
+    if bad:
+        raise ValueError(f"prompt {bad[0]} is {texts[bad[0]]!r}: every prompt must be a non-empty string")
+    rows = [scored_ids(tokenizer, t) for t in texts]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None and len({len(r) for r in rows}) > 1:
+        raise ValueError("the tokenizer has no pad or eos token to left-pad prompts of different lengths with")
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
 
 
 def encode(tokenizer: Any, prompt: str, target: str, *, max_target_tokens: int = 64,

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import nnsight
 import torch
 
+from ..data.tokens import left_padded
 from ..intervene.ablation import Ablation, ablate
 from ..models.arch import block as decoder_block
 from ..intervene.heads import HeadSet
@@ -164,28 +165,6 @@ def next_tokens(scores: torch.Tensor, sampling: Sampling, generator: torch.Gener
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def encode(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``input_ids`` and ``attention_mask`` for a batch of texts (causal decoding needs left padding),
-    tokenized as scoring tokenizes them (``tokens.scored_ids``): no special tokens but the tokenizer's own BOS, and
-    none where a chat template already wrote it out (adding special tokens would give Llama-3.1 and Gemma chat
-    prompts a second BOS)."""
-    from ..data.tokens import scored_ids
-
-    if not texts:
-        raise ValueError("no prompts to decode")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t]
-    if bad:
-        raise ValueError(f"prompt {bad[0]} is {texts[bad[0]]!r}: every prompt must be a non-empty string")
-    rows = [scored_ids(tokenizer, t) for t in texts]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None and len({len(r) for r in rows}) > 1:
-        raise ValueError("the tokenizer has no pad or eos token to left-pad prompts of different lengths with")
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
-
-
 def stop_ids(model: Any, extra: Sequence[int] = ()) -> list[int]:
     """The tokenizer's eos, the generation config's eos id(s) and ``extra``."""
     ids = set(int(i) for i in extra)
@@ -262,7 +241,7 @@ def decode(model: Any, prompts: Sequence[str], *, second: Sequence[str] | None =
         raise ValueError(f"ablation positions {ablation.positions!r} need heads to ablate")
     contrast = contrast or Contrast()
     texts = list(prompts) + (list(second if second is not None else prompts) if two else [])
-    ids, mask = encode(model.tokenizer, texts)
+    ids, mask = left_padded(model.tokenizer, texts)
     rows = 2 * n if two else n
     row_heads = ([None] * n + [heads] * n) if heads is not None else None
     groups = [(0, rows)] if fused or not two else [(0, n), (n, rows)]

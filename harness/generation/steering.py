@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from ..data import Example, ProfileItem, build_prompt
 from ..data.prompts import render_prompt
+from ..data.tokens import left_padded
 from ..models.arch import block
 from ..models.remote import LOCAL, Backend
-from .decoding import Sampling, Steering, decode, encode
+from .decoding import Sampling, Steering, decode
 from ..analysis.metrics import rouge_batch
 
 CONTINUE_CUE = "Continue this text:\n"
@@ -59,7 +60,7 @@ def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[in
     """Output of decoder blocks ``layers`` at each text's last token: ``{layer: [len(texts), d_model]}``."""
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(texts), batch_size):
-        ids, mask = encode(model.tokenizer, texts[start:start + batch_size])
+        ids, mask = left_padded(model.tokenizer, texts[start:start + batch_size])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with model.trace(input_ids=ids, attention_mask=mask, position_ids=pos, remote=backend.remote):
             saved = nnsight.save([block(model, layer).output[:, -1].detach() for layer in layers])
