@@ -23,7 +23,7 @@ from harness.analysis import tables
 from harness.errors import ConfigError
 from harness.study.config import StudyConfig, option
 from harness.data import assert_not_used_for_ranking
-from harness.generation.decoding import delta_logits_report, plot_delta_logits
+from harness.generation.decoding import DELTA_TOKENS, delta_logits_report, plot_delta_logits
 from harness.study.lifecycle import finish, start
 from harness.generation.methods import comparison_generations
 from harness.intervene.heads import random_headset
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> Run:
         title="DPS gamma sweep (ROUGE-L, user-clustered 95% CI)", ylabel="ROUGE-L")
     main_dps = next(s for s in specs if s.name == f"dps-{primary}")
     report = delta_logits_report(setup.model, setup.prompts[evaluation[0].example_id].with_profile, main_dps.heads,
-                                 max_new_tokens=min(12, cfg.max_new_tokens), contrast=main_dps.contrast,
+                                 max_new_tokens=min(DELTA_TOKENS, cfg.max_new_tokens), contrast=main_dps.contrast,
                                  backend=setup.backend)
     write_json(run.path("delta_logits_example.json"), [r.__dict__ for r in report])
     plot_delta_logits(report, str(run.path("delta_logits_example.png")))

@@ -39,6 +39,9 @@ SPACES = ("logits", "logprobs")
 SCHEDULES = ("constant", "entropy")
 DECODING_POSITIONS = ("all", "target", "generated")  # the ablation positions decoding supports
 
+GENERATE_BATCH = 8  # prompts per decoding loop: generation methods, the framing choice and StyleVector's fit
+DELTA_TOKENS = 12  # steps of the DPS study's Δ-logits example
+
 
 @dataclass(frozen=True)
 class Contrast:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..data import Example, Prompt, build_prompt
-from .decoding import DECODING_POSITIONS, Contrast, Sampling, decode
+from .decoding import DECODING_POSITIONS, GENERATE_BATCH, Contrast, Sampling, decode
 from ..intervene.ablation import GENERATION_POSITIONS, Ablation, ablate_generation
 from ..intervene.heads import HeadSet
 from ..models.remote import LOCAL, Backend
@@ -106,7 +106,7 @@ def build_prompts(generation: Generation, examples: Sequence[Example], tokenizer
 
 
 def generate(model: Any, prompts: Sequence[Prompt], generation: Generation, *, max_new_tokens: int,
-             sampling: Sampling = Sampling(), stop_token_ids: Sequence[int] = (), batch_size: int = 8,
+             sampling: Sampling = Sampling(), stop_token_ids: Sequence[int] = (), batch_size: int = GENERATE_BATCH,
              backend: Backend = LOCAL) -> list[str]:
     """Generate one text per prompt with ``generation``, ``batch_size`` prompts per decoding loop."""
     if batch_size < 1:

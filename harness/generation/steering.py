@@ -22,10 +22,12 @@ from ..data.prompts import render_prompt
 from ..data.tokens import left_padded
 from ..models.arch import block
 from ..models.remote import LOCAL, Backend
-from .decoding import Sampling, Steering, decode
+from .decoding import GENERATE_BATCH, Sampling, Steering, decode
 from ..analysis.metrics import rouge_batch
 
 CONTINUE_CUE = "Continue this text:\n"
+
+STYLE_ITEMS = 4  # recent profile items per user a StyleVector is fitted on (fit_and_choose)
 
 
 @dataclass
@@ -55,7 +57,7 @@ def continuation_split(item: ProfileItem, n_words: int = 16) -> tuple[str, str]:
     return CONTINUE_CUE + " ".join(words[:cut]), " ".join(words[cut:])
 
 
-def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[int], *, batch_size: int = 8,
+def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[int], *, batch_size: int = GENERATE_BATCH,
                            backend: Backend = LOCAL) -> dict[int, torch.Tensor]:
     """Output of decoder blocks ``layers`` at each text's last token: ``{layer: [len(texts), d_model]}``."""
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
@@ -70,7 +72,7 @@ def last_token_activations(model: Any, texts: Sequence[str], layers: Sequence[in
 
 
 def fit_style_vectors(model: Any, examples: Sequence[Example], layers: Sequence[int], *, max_items: int = 8,
-                      n_words: int = 16, max_new_tokens: int = 48, chat: bool = True, batch_size: int = 8,
+                      n_words: int = 16, max_new_tokens: int = 48, chat: bool = True, batch_size: int = GENERATE_BATCH,
                       backend: Backend = LOCAL) -> dict[int, StyleVectors]:
     """Per user (of ``examples``) and per layer, the mean last-token difference real − generic over recent items."""
     if not layers:
@@ -128,7 +130,7 @@ class StyleChoice:
 
 def select_style(model: Any, examples: Sequence[Example], vectors: dict[int, StyleVectors],
                  alphas: Sequence[float], *, max_new_tokens: int = 48, max_prompt_tokens: int = 512,
-                 chat: bool = True, framing: str = "instruction", batch_size: int = 8,
+                 chat: bool = True, framing: str = "instruction", batch_size: int = GENERATE_BATCH,
                  sampling: Sampling = Sampling(), backend: Backend = LOCAL) -> StyleChoice:
     """Grid-search (layer, alpha) on discovery ``examples``: steer the no-profile prompt, keep the best ROUGE-L."""
     if not examples or not vectors or not alphas:
@@ -155,7 +157,7 @@ def fit_and_choose(model: Any, fit_examples: Sequence[Example], discovery: Seque
                    framing: str = "instruction", sampling: Sampling = Sampling(), backend: Backend = LOCAL) -> dict:
     """Fit style vectors at ``layers`` on ``fit_examples``' users and choose (layer, alpha) on ``discovery``: a
     JSON-able record (``layer``, ``alpha``, ``vectors`` of the chosen layer, ``grid_rougeL``), see ``chosen_style``."""
-    vectors = fit_style_vectors(model, fit_examples, layers, max_items=4, max_new_tokens=max_new_tokens,
+    vectors = fit_style_vectors(model, fit_examples, layers, max_items=STYLE_ITEMS, max_new_tokens=max_new_tokens,
                                 chat=chat, backend=backend)
     choice = select_style(model, discovery, vectors, alphas, max_new_tokens=max_new_tokens,
                           max_prompt_tokens=max_prompt_tokens, chat=chat, framing=framing, sampling=sampling,

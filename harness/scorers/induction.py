@@ -20,6 +20,9 @@ import torch
 from ..models.arch import attention, shape_of
 from ..intervene.heads import HeadSet, top_heads
 
+INDUCTION_LEN = 48  # the ranking's random-token sequence length (each run twice, after a BOS)
+INDUCTION_BATCH = 8  # sequences per forward
+
 
 def require_attention_weights(model: Any, purpose: str) -> None:
     """Raise a clear error unless ``model`` runs eager attention (the only path that returns attention weights)."""
@@ -90,7 +93,8 @@ class InductionResult:
 
 
 @torch.no_grad()
-def induction_scores(model: Any, *, n_sequences: int = 16, seq_len: int = 64, seed: int = 0, batch_size: int = 8,
+def induction_scores(model: Any, *, n_sequences: int = 16, seq_len: int = 64, seed: int = 0,
+                     batch_size: int = INDUCTION_BATCH,
                      bos_id: int | None = None) -> InductionResult:
     """Score every head on seeded repeated random-token sequences, one batched forward per chunk of sequences."""
     require_attention_weights(model, "induction_scores")

@@ -152,14 +152,14 @@ def needle_corpus(data: str) -> str:
 
 @register_head_scorer("retrieval", label="retrieval score (Wu et al.)", needs_eager=True, uses_discovery=False)
 def _retrieval(ctx: ScoringContext) -> HeadScores:
-    from .retrieval import needle_prompts, retrieval_scores
+    from .retrieval import RETRIEVAL_TOKENS, needle_prompts, retrieval_scores
 
     cfg = ctx.cfg
     other = needle_corpus(cfg.data)
 
     def compute() -> dict:
         prompts = needle_prompts(ctx.eager.tokenizer, cfg.retrieval_prompts, seed=cfg.seed, corpus=other)
-        res = retrieval_scores(ctx.eager, prompts, max_new_tokens=24)
+        res = retrieval_scores(ctx.eager, prompts, max_new_tokens=RETRIEVAL_TOKENS)
         return {"map": res.scores.tolist(), "info": {
             "retrieval_prompts": len(prompts), "retrieval_recovered": int(res.recovered.sum()),
             "retrieval_recall": res.recall, "retrieval_heads_at_0.1": str(res.heads(0.1))}}
@@ -169,12 +169,12 @@ def _retrieval(ctx: ScoringContext) -> HeadScores:
 
 @register_head_scorer("induction", label="induction score", needs_eager=True, uses_discovery=False)
 def _induction(ctx: ScoringContext) -> HeadScores:
-    from .induction import induction_scores
+    from .induction import INDUCTION_LEN, induction_scores
 
     cfg = ctx.cfg
 
     def compute() -> dict:
-        res = induction_scores(ctx.eager, n_sequences=cfg.induction_sequences, seq_len=48, seed=cfg.seed)
+        res = induction_scores(ctx.eager, n_sequences=cfg.induction_sequences, seq_len=INDUCTION_LEN, seed=cfg.seed)
         return {"map": res.scores.tolist(), "info": {"induction_sequences": cfg.induction_sequences}}
     saved = ctx.run.artifact("induction_scores", cfg.subset("model", "seed", "induction_sequences"), compute)
     return HeadScores(torch.tensor(saved["map"]), info=saved["info"])

@@ -47,6 +47,8 @@ from ..data.tokens import bos_prefix
 log = logging.getLogger(__name__)
 
 RETRIEVAL_THRESHOLD = 0.1  # Wu et al.: heads scoring >= 0.1 are retrieval heads
+NEEDLE_LENGTHS = (300, 500, 700)  # needle-in-a-haystack prompt lengths in tokens, cycled
+RETRIEVAL_TOKENS = 24  # tokens decoded per needle prompt
 RECALL_THRESHOLD = 0.5  # Wu et al.: the answer recovers the needle when ROUGE-1 recall > 0.5
 
 # ------------------------------------------------------------------------------------------------ needles
@@ -146,7 +148,7 @@ def _token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tup
 
 
 def needle_prompts(tokenizer: Any, n: int = 12, *, corpus: str = "conventions2012",
-                   lengths: Sequence[int] = (300, 500, 700), depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+                   lengths: Sequence[int] = NEEDLE_LENGTHS, depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
                    seed: int = 0) -> list[NeedlePrompt]:
     """``n`` seeded needle-in-a-haystack prompts, cycling over templates, prompt lengths (max tokens) and depths."""
     if n < 1:

@@ -29,6 +29,7 @@ from ..models.remote import Backend, check_deployed, choose_backend, require_api
 from ..runs.folder import Run
 
 log = logging.getLogger("harness")
+FRAMING_TOKENS = 24  # the framing choice's greedy probe length
 
 @dataclass
 class Setup:
@@ -149,7 +150,7 @@ def choose_framing(setup: Setup, run: Run, cfg: StudyConfig) -> str:
             prompts = [build_prompt(e, setup.tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, k=cfg.k_profile,
                                     retrieval=cfg.retrieval, seed=cfg.seed, chat=setup.chat, framing=framing)
                        for e in setup.split.discovery]
-            texts = generate(setup.model, prompts, Generation("no_profile"), max_new_tokens=24,
+            texts = generate(setup.model, prompts, Generation("no_profile"), max_new_tokens=FRAMING_TOKENS,
                              sampling=setup.sampling, backend=setup.backend)
             shares[framing] = sum(continues_text(t, e.lead) for t, e in zip(texts, setup.split.discovery)) / len(texts)
         return {"shares": shares, "chosen": max(FRAMINGS, key=lambda f: shares[f])}  # ties: the first (prefill)

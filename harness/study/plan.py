@@ -27,16 +27,13 @@ from ..models.arch import ModelShape, shape_of
 from ..intervene.heads import all_heads
 from .config import PRESETS, PROMPT_FIELDS
 from ..errors import ConfigError
+from ..generation.decoding import DELTA_TOKENS, GENERATE_BATCH
+from ..generation.steering import STYLE_ITEMS
+from ..scorers.induction import INDUCTION_BATCH, INDUCTION_LEN
+from ..scorers.retrieval import NEEDLE_LENGTHS as RETRIEVAL_LENGTHS, RETRIEVAL_TOKENS
+from .experiment import FRAMING_TOKENS
 from ..runs.provenance import config_diff
 
-# How the library calls these (keep in step): experiment.choose_framing and steering.fit_and_choose generate in
-# batches of GENERATE_BATCH, framing probes are FRAMING_TOKENS long; ranking's retrieval scorer decodes
-# RETRIEVAL_TOKENS per needle prompt of RETRIEVAL_LENGTHS tokens (cycled); its induction scorer runs
-# 2 * INDUCTION_LEN + 1 tokens per sequence, INDUCTION_BATCH per forward; DPS explains one example's Δ-logits.
-GENERATE_BATCH, FRAMING_TOKENS, STYLE_ITEMS = 8, 24, 4
-RETRIEVAL_TOKENS, RETRIEVAL_LENGTHS = 24, (300, 500, 700)
-INDUCTION_LEN, INDUCTION_BATCH = 48, 8
-DELTA_TOKENS = 12
 
 # The hosted projection's accelerator: one A100-80GB's bf16 peak and memory bandwidth (NVIDIA's datasheet). A
 # forward reads every weight once and does 2 FLOPs per parameter per token; a backward twice that. Peak rates, so
