@@ -202,3 +202,16 @@ def test_a_study_run_records_its_module_not_main(tmp_path, start):
     from harness.analysis import declared
 
     assert manifest["analysis_hash"] == declared.current_hash()  # a study's manifest names its declared analysis
+
+
+def test_help_shows_the_value_each_preset_gives_an_option_not_a_field_default_that_never_applies():
+    text = " ".join(ToyConfig.parser().format_help().split())
+    quick, full = PRESETS["quick"]["k_profile"], PRESETS["full"]["k_profile"]
+    assert f"default: {quick!r} under --preset quick (the default preset); {full!r} under --preset full" in text
+    assert "(default: 'sotu')" in text  # an option no preset sets shows its field default
+
+
+def test_a_quick_run_writes_to_results_quick_unless_told_otherwise():
+    assert ToyConfig.from_argv([]).results == "results-quick"
+    assert ToyConfig.from_argv(["--preset", "full"]).results == "results"
+    assert ToyConfig.from_argv(["--results", "mine"]).results == "mine"

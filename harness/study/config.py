@@ -50,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PROMPT_FIELDS = ("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
                  "max_prompt_tokens", "chat", "profile_docs", "donor")
 
+QUICK_RESULTS = "results-quick"  # where a quick run writes unless --results says otherwise (as the pipeline)
 PRIMARY_DESIGN = ("mean", "target")  # function-vector style: the primary ablation design of every study
 
 
@@ -96,7 +97,7 @@ class Options:
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
             kind, is_list = _scalar_type(hints[f.name])
-            help_text = f"{f.metadata.get('help', '')} (default: {_default_of(f)!r})"
+            help_text = f"{f.metadata.get('help', '')} ({cls._default_text(f)})"
             kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
             if kind is bool:
                 ap.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -107,6 +108,27 @@ class Options:
                 kw.update(nargs="?", const=f.metadata["const"])
             ap.add_argument(flag, type=kind, **({"nargs": "+"} if is_list else {}), **kw)
         return ap
+
+    @classmethod
+    def _default_text(cls, f: dataclasses.Field) -> str:
+        """What ``--help`` says an option defaults to: the value each preset gives it where a preset sets it (a study
+        always runs under a preset, so a field default a preset overrides never applies), else the field default."""
+        names = {g.name for g in dataclasses.fields(cls)}
+        if "preset" not in names:
+            return f"default: {_default_of(f)!r}"
+        default_preset = _default_of(next(g for g in dataclasses.fields(cls) if g.name == "preset"))
+        values = {p: PRESETS[p].get(f.name, _default_of(f)) for p in PRESETS}
+        if f.name == "results" and cls._quick_results(f):
+            values = {p: v if p != "quick" else QUICK_RESULTS for p, v in values.items()}
+        if len({repr(v) for v in values.values()}) == 1:
+            return f"default: {_default_of(f)!r}"
+        return "default: " + "; ".join(f"{v!r} under --preset {p}" + (" (the default preset)" if p == default_preset
+                                                                    else "") for p, v in values.items())
+
+    @staticmethod
+    def _quick_results(f: dataclasses.Field) -> bool:
+        """Whether ``f`` is the shared ``--results`` option, which a quick run points at ``results-quick/``."""
+        return f.name == "results" and _default_of(f) == "results"
 
     @classmethod
     def from_argv(cls, argv: Sequence[str] | None = None, **overrides: Any) -> Self:
@@ -132,6 +154,9 @@ class Options:
             if preset not in PRESETS:
                 raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
             values = {k: v for k, v in PRESETS[preset].items() if k in names}
+            results = next((g for g in dataclasses.fields(cls) if g.name == "results"), None)
+            if preset == "quick" and results is not None and cls._quick_results(results):
+                values["results"] = QUICK_RESULTS  # quick runs never write into the committed results/
         values.update(explicit)
         cfg = cls(**values)
         cfg.validate()
