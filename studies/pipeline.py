@@ -43,8 +43,8 @@ class PipelineConfig(Options):
     model: str = option(DEFAULT_MODEL, "registry name, HF repo id or local folder")
     data: list[str] = option(["sotu"], "datasets, one after the other")
     stages: list[str] = option(["pcs", "ablation", "dps"], "stages to run", choices=tuple(STAGES))
-    results: str | None = option(None, "results folder (default: results/ for full, results-quick/ for quick, so quick "
-                                       "runs never overwrite committed results)", runtime=True)
+    results: str = option("results", "results folder (a quick run's never overwrites committed results)",
+                          runtime=True)
     designs: list[str] | None = option(None, "ablation designs (mode/positions) for the ranking and ablation stages; "
                                              "DPS runs on the first (default: the FV-style primary design "
                                              "mean/target, then for the full preset also the all-position zero "
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     cut = argv.index("--") if "--" in argv else len(argv)
     args, extra = PipelineConfig.from_argv(argv[:cut]), argv[cut + 1:]
     configure_logging(verbose="--verbose" in extra)
-    results = args.results or ("results" if args.preset == "full" else "results-quick")
+    results = args.results
     t0 = time.time()
     designs = [d.split("/") for d in args.designs or (["mean/target"] if args.preset == "quick"
                                                       else ["mean/target", "zero/all"])]

@@ -36,7 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"n": 24, "max_prompt_tokens": 512, "max_target_tokens": 32, "k_profile": 4, "estimator": "attribution",
               "check_exact": 1, "n_random": 20, "n_random_other": 5, "n_unmatched": 4, "k_heads": [1, 3, 5], "max_new_tokens": 12,
               "retrieval_prompts": 2, "induction_sequences": 4, "n_boot": 1000, "n_perm": 1000,
-              "families": ["specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"], "n_damage": 20},
+              "families": ["specific_pcs", "pcs", "contrast_pcs", "retrieval", "induction"], "n_damage": 20,
+              "results": "results-quick"},  # quick runs never write into the committed results/
     "full": {"n": 64, "max_prompt_tokens": 1024, "max_target_tokens": 64, "k_profile": 8, "estimator": "attribution",
              "check_exact": 4, "n_random": 100, "n_random_other": 10, "n_unmatched": 10, "k_heads": [1, 3, 10],
              "max_new_tokens": 24, "retrieval_prompts": 8, "induction_sequences": 16,
@@ -50,9 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PROMPT_FIELDS = ("model", "data", "split", "n", "seed", "eval_fraction", "by_user", "k_profile", "retrieval",
                  "max_prompt_tokens", "chat", "profile_docs", "donor")
 
-QUICK_RESULTS = "results-quick"  # where a quick run writes unless --results says otherwise (as the pipeline)
 PRIMARY_DESIGN = ("mean", "target")  # function-vector style: the primary ablation design of every study
-
 
 
 _NOT_ADDED = object()
@@ -116,19 +115,17 @@ class Options:
         names = {g.name for g in dataclasses.fields(cls)}
         if "preset" not in names:
             return f"default: {_default_of(f)!r}"
-        default_preset = _default_of(next(g for g in dataclasses.fields(cls) if g.name == "preset"))
+        default_preset = cls._default_preset()
         values = {p: PRESETS[p].get(f.name, _default_of(f)) for p in PRESETS}
-        if f.name == "results" and cls._quick_results(f):
-            values = {p: v if p != "quick" else QUICK_RESULTS for p, v in values.items()}
         if len({repr(v) for v in values.values()}) == 1:
             return f"default: {_default_of(f)!r}"
         return "default: " + "; ".join(f"{v!r} under --preset {p}" + (" (the default preset)" if p == default_preset
                                                                     else "") for p, v in values.items())
 
-    @staticmethod
-    def _quick_results(f: dataclasses.Field) -> bool:
-        """Whether ``f`` is the shared ``--results`` option, which a quick run points at ``results-quick/``."""
-        return f.name == "results" and _default_of(f) == "results"
+    @classmethod
+    def _default_preset(cls) -> str:
+        """The preset a command runs under when ``--preset`` is not given."""
+        return _default_of(next(f for f in dataclasses.fields(cls) if f.name == "preset"))
 
     @classmethod
     def from_argv(cls, argv: Sequence[str] | None = None, **overrides: Any) -> Self:
@@ -149,14 +146,10 @@ class Options:
             raise ConfigError(f"{cls.__name__} has no option {', '.join(unknown)}")
         values = {}
         if "preset" in names:
-            preset = explicit.get("preset", _default_of(next(f for f in dataclasses.fields(cls)
-                                                             if f.name == "preset")))
+            preset = explicit.get("preset", cls._default_preset())
             if preset not in PRESETS:
                 raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
             values = {k: v for k, v in PRESETS[preset].items() if k in names}
-            results = next((g for g in dataclasses.fields(cls) if g.name == "results"), None)
-            if preset == "quick" and results is not None and cls._quick_results(results):
-                values["results"] = QUICK_RESULTS  # quick runs never write into the committed results/
         values.update(explicit)
         cfg = cls(**values)
         cfg.validate()

@@ -36,10 +36,10 @@ def start(cfg: StudyConfig, *, ablates: bool = True) -> tuple[Setup, Run]:
     losses of every prompt variant and the gains they give (``signal.csv``; a loud note where there is none)."""
     begin(cfg)
     backend = checked_backend(cfg)  # chosen once; a missing key or host is an error before anything is written
-    root = Run.folder(cfg.results, cfg.model, cfg.data, cfg.folder())
-    Run.check(root, cfg.numbers_config(), fresh=cfg.fresh)  # another config is refused before the model loads
+    root, numbers = Run.folder(cfg.results, cfg.model, cfg.data, cfg.folder()), cfg.numbers_config()
+    Run.check(root, numbers, fresh=cfg.fresh)  # another config is refused before the model loads
     setup = prepare(cfg, backend)  # an unknown model, a missing data file: refused before the run folder exists
-    run = Run.open_folder(root, cfg.numbers_config(), fresh=cfg.fresh, command=cfg.command())
+    run = Run.open_folder(root, numbers, fresh=cfg.fresh, command=cfg.command())
     run.borrow = backend.runs_here  # sibling runs lend clean losses and artefacts to local runs only
     if setup.framing == "auto":
         setup.framing = choose_framing(setup, run, cfg)
